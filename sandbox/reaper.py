@@ -1,0 +1,58 @@
+"""Removing sandlab containers whose owner process is gone.
+
+Two runs may share a host, so a container is removed only when its owner is provably dead:
+same host, and either no process with that pid or one that started at another time (a
+recycled pid). Containers owned by another host are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox import labels
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    """What the reaper saw and did."""
+
+    removed: list[str]
+    kept_live_owner: int
+    kept_other_host: int
+
+
+def owner_is_alive(container_labels: dict[str, str]) -> bool:
+    """Whether the process that created the container still runs (on this host)."""
+    pid_text = container_labels.get(labels.OWNER_PID, "")
+    if not pid_text.isdigit():
+        return False
+    ticks = labels.process_start_ticks(int(pid_text))
+    if ticks is None:
+        return False
+    recorded = container_labels.get(labels.OWNER_START, "")
+    return not recorded or recorded == ticks
+
+
+def reap_orphans(client: Any, *, run_id: str | None = None) -> ReapReport:
+    """Remove labelled containers of dead owners on this host; return what happened."""
+    filters = {"label": [labels.ATTEMPT]}
+    if run_id is not None:
+        filters["label"].append(f"{labels.RUN}={run_id}")
+    host = socket.gethostname()
+    removed: list[str] = []
+    live = other = 0
+    for container in client.containers.list(all=True, filters=filters):
+        container_labels = container.labels or {}
+        if container_labels.get(labels.OWNER_HOST) != host:
+            other += 1
+            continue
+        if owner_is_alive(container_labels):
+            live += 1
+            continue
+        with contextlib.suppress(Exception):
+            container.remove(force=True, v=True)
+            removed.append(container.short_id)
+    return ReapReport(removed=removed, kept_live_owner=live, kept_other_host=other)
