@@ -39,12 +39,12 @@ from sandbox.results import AttemptResult, CappedBuffer, Status, Usage
 from sandbox.staging import extract_outputs, pack_workspace
 
 IDLE_COMMAND = ["sleep", "infinity"]
+_QUIESCE_TRIES = 10
+_QUIESCE_PAUSE_S = 0.3
 
-# Run after the job as the job's user: kill whatever it left behind (a daemonized
-# grandchild, say) so the workspace is quiescent, then print the cgroup's own accounting.
-# The cgroup files are mounted read-only, so the job cannot forge them.
+# Run after the job (and after _quiesce): print the cgroup's own accounting. The cgroup
+# files are mounted read-only, so the job cannot forge them.
 _PROBE_SCRIPT = r"""
-kill -9 -1 2>/dev/null
 m=/sys/fs/cgroup/memory
 if [ -r $m/memory.max_usage_in_bytes ]; then
   echo "peak_memory_bytes $(cat $m/memory.max_usage_in_bytes)"
@@ -140,10 +140,16 @@ class DockerSandbox(Sandbox):
                 job_t0 = time.monotonic()
                 exit_code, deadline_hit = self._exec_job(container_id, job, policy, out, err)
                 elapsed = time.monotonic() - job_t0
+            self._quiesce(container_id, policy)
             usage, oom_kills = self._usage(container_id, policy)
             usage.gpu_peak_memory_bytes = gpu.peak_memory_bytes
             usage.gpu_utilization_pct = gpu.mean_utilization_pct
-            skipped, events_blob = self._collect(container_id, job, policy)
+            try:
+                skipped, events_blob = self._collect(container_id, job, policy)
+            except Exception as exc:
+                # The job already has its verdict; a job that wrecked its own container
+                # (a fork bomb filling the pid table, say) loses its outputs, not its status.
+                skipped, events_blob = [f"(workspace not collected: {type(exc).__name__}: {exc})"], b""
         except Exception as exc:  # the machinery failed, not the job
             return AttemptResult(
                 status=Status.infra_error,
@@ -269,6 +275,25 @@ class DockerSandbox(Sandbox):
             return None, True
         code = api.exec_inspect(exec_id).get("ExitCode")
         return (int(code) if code is not None else None), False
+
+    def _quiesce(self, container_id: str, policy: Policy) -> None:
+        """Kill everything the job left running, so the workspace stops changing.
+
+        Retried because a job that filled its pid table leaves no room for the exec itself
+        until the in-container timeout's group kill has freed some.
+        """
+        for _ in range(_QUIESCE_TRIES):
+            try:
+                api = self.client.api
+                exec_id = api.exec_create(
+                    container_id, ["sh", "-c", "kill -9 -1 2>/dev/null; exit 0"], user=policy.user
+                )["Id"]
+                api.exec_start(exec_id)
+                if api.exec_inspect(exec_id).get("ExitCode") == 0:
+                    return
+            except Exception:  # noqa: S110 - retried below
+                pass
+            time.sleep(_QUIESCE_PAUSE_S)
 
     def _usage(self, container_id: str, policy: Policy) -> tuple[Usage, int]:
         usage = Usage()

@@ -9,6 +9,7 @@ size-capped workspace; a policy asking for those is refused unless `allow_weaker
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import resource
@@ -45,14 +46,51 @@ WARNING = (
 _CGROUP_ROOTS = (Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup"))
 
 
-def _network_namespace_available() -> bool:
+_CLONE_NEWNET = 0x40000000
+
+
+def _unshare_network() -> None:
+    """Move the calling process into a fresh network namespace (only loopback, down)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def _network_isolation_mode() -> str | None:
+    """'direct' (root: unshare in the child), 'userns' (unshare -rn wrapper), or None."""
+    probes: list[tuple[str, list[str]]] = []
+    if os.geteuid() == 0:
+        probes.append(("direct", [sys.executable, "-c",
+                                  "import ctypes; assert ctypes.CDLL(None).unshare(0x40000000) == 0"]))
     unshare = shutil.which("unshare")
-    if unshare is None:
-        return False
+    if unshare is not None:
+        probes.append(("userns", [unshare, "-rn", "true"]))
+    for mode, cmd in probes:
+        try:
+            if subprocess.run(cmd, capture_output=True, timeout=10, check=False).returncode == 0:
+                return mode
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return None
+
+
+def _unprivileged_python_works(python: str, uid: int = 1000) -> bool:
+    """Whether `python` (and this repo, for the harness) can run after dropping to `uid`."""
+
+    def drop() -> None:
+        os.setgid(uid)
+        os.setuid(uid)
+
+    repo_root = str(Path(__file__).resolve().parents[2])
     try:
-        return subprocess.run([unshare, "-n", "true"], capture_output=True, timeout=10).returncode == 0
+        probe = subprocess.run(
+            [python, "-c", "import sandbox.harness"], env={"PYTHONPATH": repo_root},
+            capture_output=True, timeout=30, preexec_fn=drop, check=False,  # noqa: PLW1509
+        )
     except (OSError, subprocess.SubprocessError):
         return False
+    return probe.returncode == 0
 
 
 class _Cgroup:
@@ -125,8 +163,10 @@ class LocalSandbox(Sandbox):
     def __init__(self, *, allow_weaker: bool = False, python: str | None = None) -> None:
         self.allow_weaker = allow_weaker
         self.python = python or sys.executable
-        self._netns = _network_namespace_available()
+        self._netns_mode = _network_isolation_mode()
+        self._netns = self._netns_mode is not None
         self._is_root = os.geteuid() == 0
+        self._can_drop = self._is_root and _unprivileged_python_works(self.python)
         self._active: set[int] = set()
         self._lock = threading.Lock()
         print(WARNING, file=sys.stderr)
@@ -139,8 +179,9 @@ class LocalSandbox(Sandbox):
         gaps.append("workspace_size (only a per-file size limit)")
         if policy.network == "none" and not self._netns:
             gaps.append("network: none (unshare -n is not permitted here)")
-        if not self._is_root:
-            gaps.append(f"user {policy.user} (not root, so the job runs as the current user)")
+        if not self._can_drop:
+            why = "the interpreter is not usable by that uid" if self._is_root else "not root"
+            gaps.append(f"user {policy.user} ({why}, so the job runs as uid {os.getuid()})")
         if policy.data_mounts:
             gaps.append("data_mounts (datasets are read at their host paths, not read-only)")
         return gaps
@@ -165,11 +206,11 @@ class LocalSandbox(Sandbox):
             workspace = Path(scratch) / "workspace"
             workspace.mkdir()
             uid, _, gid = policy.user.partition(":")
-            run_uid = int(uid) if self._is_root else os.getuid()
-            run_gid = int(gid or uid) if self._is_root else os.getgid()
+            run_uid = int(uid) if self._can_drop else os.getuid()
+            run_gid = int(gid or uid) if self._can_drop else os.getgid()
             payload = pack_workspace(job.workspace, job.files, run_uid, run_gid)
             extract_outputs(io.BytesIO(payload), workspace)
-            if self._is_root:
+            if self._can_drop:
                 for path in [workspace, *workspace.rglob("*")]:
                     os.chown(path, run_uid, run_gid, follow_symlinks=False)
             cgroup = _Cgroup(policy)
@@ -216,8 +257,9 @@ class LocalSandbox(Sandbox):
         argv = ["timeout", "-k", f"{policy.kill_grace:g}s", f"{policy.timeout:g}s", *job.command]
         if argv[4] in {"python3", "python"}:
             argv[4] = self.python
-        if policy.network == "none" and self._netns:
-            argv = ["unshare", "-n", "--", *argv]
+        isolate_net = policy.network == "none" and self._netns_mode == "direct"
+        if policy.network == "none" and self._netns_mode == "userns":
+            argv = ["unshare", "-rn", "--", *argv]
         repo_root = str(Path(__file__).resolve().parents[2])
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -230,10 +272,12 @@ class LocalSandbox(Sandbox):
         }
         memory, pids = int(policy.memory), policy.pids
         use_rlimit_as = cgroup.path is None and not gpu_ids
-        drop_privileges = self._is_root
+        drop_privileges = self._can_drop
 
         def in_child() -> None:
             cgroup.add_self()
+            if isolate_net:
+                _unshare_network()
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             resource.setrlimit(resource.RLIMIT_FSIZE, (int(policy.workspace_size),) * 2)
             if use_rlimit_as:

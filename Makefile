@@ -1,0 +1,32 @@
+# The two commands of the quickstart. Each installs what it needs, idempotently.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test setup lint typecheck pytest bench clean-containers
+
+## make run: set everything up, check the machine, then run sandlab on its defaults.
+run: setup
+	$(BIN)/controller doctor
+	$(BIN)/controller sandbox exec -- python3 -c "import torch, sklearn; print('torch', torch.__version__, 'in a sandbox: ok')"
+
+## make test: set everything up, then lint, type-check and run the whole suite (docker tests included).
+test: setup lint typecheck pytest
+
+setup:
+	@scripts/bootstrap.sh
+
+lint:
+	$(BIN)/ruff check controller sandbox tests benchmarks
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/sandbox_overhead.py
+
+clean-containers:
+	$(BIN)/controller reap

@@ -1,0 +1,144 @@
+"""One suite, every backend: they must behave alike (inspect_ai's self_check idea).
+
+The local backend runs with allow_weaker (it cannot give a read-only root); everything
+asserted here is what both backends promise.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.backends.local import LocalSandbox
+from sandbox.base import Job, Sandbox
+from sandbox.events import ExceptionEvent, MetricEvent, StageEvent
+from sandbox.policy import Policy, load_policy
+from sandbox.results import Status
+
+PY = "python3"
+
+
+@pytest.fixture(params=["docker", "local"])
+def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    if request.param == "docker":
+        request.applymarker(pytest.mark.docker)
+        yield request.getfixturevalue("docker_sandbox")
+    else:
+        yield LocalSandbox(allow_weaker=True, python=sys.executable)
+
+
+def small(**changes: Any) -> Policy:
+    return load_policy("default").with_overrides(**changes)
+
+
+def test_success_returns_ok_with_stdout(sandbox: Sandbox) -> None:
+    result = sandbox.run(Job(command=[PY, "-c", "print('hello')"]), small())
+    assert result.status is Status.ok and result.exit_code == 0
+    assert result.stdout == "hello\n"
+    assert result.duration_s > 0 and result.started_at is not None
+
+
+def test_exception_is_error_with_traceback(sandbox: Sandbox) -> None:
+    result = sandbox.run(Job(command=[PY, "-c", "raise ValueError('x')"]), small())
+    assert result.status is Status.error and result.exit_code == 1
+    assert "ValueError: x" in result.stderr
+
+
+def test_guard_reports_the_failing_stage_and_generated_frames(sandbox: Sandbox, tmp_path: Path) -> None:
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen" / "head.py").write_text(
+        "def make_head(n):\n    return helper(n)\n\ndef helper(n):\n    return n['x']\n"
+    )
+    (tmp_path / "smoke.py").write_text("def check(entry):\n    return entry(3)\n")
+    cmd = [PY, "-m", "sandbox.harness", "guard", "--module", "gen/head.py", "--entry", "make_head", "--smoke", "smoke:check"]
+    result = sandbox.run(Job(command=cmd, workspace=tmp_path), small())
+    assert result.status is Status.error
+    stages = [(e.stage, e.state) for e in result.events if isinstance(e, StageEvent)]
+    assert ("compile", "passed") in stages and ("import", "passed") in stages and ("smoke", "failed") in stages
+    exc = next(e for e in result.events if isinstance(e, ExceptionEvent))
+    assert exc.type == "TypeError" and exc.stage == "smoke"
+    generated = [f for f in exc.frames if f.generated]
+    assert [f.function for f in generated] == ["make_head", "helper"]
+    assert generated[-1].line == 5 and "n['x']" in generated[-1].source
+
+
+def test_syntax_error_fails_the_compile_stage(sandbox: Sandbox, tmp_path: Path) -> None:
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen" / "aug.py").write_text("def augment(x)\n    return x\n")
+    cmd = [PY, "-m", "sandbox.harness", "guard", "--module", "gen/aug.py", "--entry", "augment"]
+    result = sandbox.run(Job(command=cmd, workspace=tmp_path), small())
+    failed = [e.stage for e in result.events if isinstance(e, StageEvent) and e.state == "failed"]
+    assert result.status is Status.error and failed == ["compile"]
+    exc = next(e for e in result.events if isinstance(e, ExceptionEvent))
+    assert exc.type == "SyntaxError" and exc.frames[-1].generated and exc.frames[-1].line == 1
+
+
+def test_run_reports_metrics_as_events(sandbox: Sandbox, tmp_path: Path) -> None:
+    (tmp_path / "job.py").write_text(
+        "def train(config, reporter):\n"
+        "    for step in range(config['steps']):\n"
+        "        reporter.metric('loss', 1.0 / (step + 1), step)\n"
+    )
+    (tmp_path / "config.json").write_text('{"steps": 3}')
+    cmd = [PY, "-m", "sandbox.harness", "run", "--job", "job:train", "--config", "config.json"]
+    result = sandbox.run(Job(command=cmd, workspace=tmp_path), small())
+    assert result.status is Status.ok, result.stderr
+    metrics = [e for e in result.events if isinstance(e, MetricEvent)]
+    assert [(m.step, m.value) for m in metrics] == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3))]
+
+
+def test_timeout_is_reported_within_the_slack(sandbox: Sandbox) -> None:
+    result = sandbox.run(Job(command=[PY, "-c", "while True: pass"]), small(timeout="2s", kill_grace="1s"))
+    assert result.status is Status.timeout
+    assert result.duration_s < 2 + 1 + 8
+
+
+def test_memory_bomb_is_reported_as_oom(sandbox: Sandbox) -> None:
+    if isinstance(sandbox, LocalSandbox) and not Path("/sys/fs/cgroup/memory").is_dir() and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        pytest.skip("no writable memory cgroup for the local backend")
+    bomb = "x = []\nwhile True:\n    x.append(bytearray(50 * 2**20))\n"
+    result = sandbox.run(Job(command=[PY, "-c", bomb]), small(memory="256MiB", timeout="60s"))
+    assert result.status is Status.oom, (result.status, result.reason, result.stderr[-300:])
+    assert result.usage.peak_memory_bytes is not None and result.usage.peak_memory_bytes <= 300 * 2**20
+
+
+def test_output_flood_is_truncated_head_and_tail(sandbox: Sandbox) -> None:
+    flood = "import sys\nsys.stdout.write('START\\n')\nfor _ in range(200): sys.stdout.write('x' * 99999 + '\\n')\nsys.stdout.write('END\\n')"
+    result = sandbox.run(Job(command=[PY, "-c", flood]), small(output_cap="64KiB"))
+    assert result.status is Status.ok and result.truncated
+    assert result.stdout.startswith("START") and result.stdout.rstrip().endswith("END")
+    assert len(result.stdout) < 70 * 1024 and result.stdout_bytes > 19_000_000
+
+
+def test_outputs_are_copied_back_without_following_links(sandbox: Sandbox, tmp_path: Path) -> None:
+    script = (
+        "import os\nos.makedirs('out', exist_ok=True)\nopen('out/model.txt','w').write('weights')\n"
+        "os.symlink('/etc/shadow', 'out/shadow')\nos.symlink('/etc', 'out/etc')\n"
+    )
+    dest = tmp_path / "outputs"
+    result = sandbox.run(Job(command=[PY, "-c", script], outputs_dir=dest), small())
+    assert result.status is Status.ok, result.stderr
+    assert (dest / "out" / "model.txt").read_text() == "weights"
+    assert not (dest / "out" / "shadow").exists() and not (dest / "out" / "etc").exists()
+    assert any("shadow" in s for s in result.outputs_skipped)
+
+
+def test_workspace_files_are_staged(sandbox: Sandbox, tmp_path: Path) -> None:
+    (tmp_path / "data.txt").write_text("42")
+    result = sandbox.run(
+        Job(command=[PY, "-c", "print(open('data.txt').read()); print(open('extra.txt').read())"],
+            workspace=tmp_path, files={"extra.txt": b"bonus"}),
+        small(),
+    )
+    assert result.stdout.split() == ["42", "bonus"]
+
+
+def test_network_is_loopback_only(sandbox: Sandbox) -> None:
+    if isinstance(sandbox, LocalSandbox) and not sandbox._netns:
+        pytest.skip("unshare -n is not permitted on this host")
+    result = sandbox.run(Job(command=[PY, "-c", "import socket; print(sorted(n for _, n in socket.if_nameindex()))"]), small())
+    assert result.stdout.strip() == "['lo']"

@@ -1,0 +1,199 @@
+"""Hostile code, real Docker: each case asserts its outcome and that the host is unharmed."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.base import Job
+from sandbox.policy import Policy, load_policy
+from sandbox.results import AttemptResult, Status
+
+pytestmark = pytest.mark.docker
+
+
+def run(sandbox: Any, code: str, policy: Policy | None = None, **job: Any) -> AttemptResult:
+    result: AttemptResult = sandbox.run(Job(command=["python3", "-c", code], **job), policy or load_policy("default"))
+    return result
+
+
+def test_network_has_only_loopback_and_cannot_reach_the_host(docker_sandbox: Any) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    accepted: list[object] = []
+
+    def accept() -> None:
+        for _ in range(50):
+            try:
+                accepted.append(server.accept())
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    code = (
+        "import socket\n"
+        "print(sorted(n for _, n in socket.if_nameindex()))\n"
+        f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2); print('CONNECTED')\n"
+        "except OSError as e:\n    print('refused', type(e).__name__)\n"
+    )
+    result = run(docker_sandbox, code)
+    thread.join()
+    server.close()
+    assert result.status is Status.ok, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "['lo']"
+    assert lines[1].startswith("refused")
+    assert accepted == []
+
+
+def test_host_files_and_the_docker_socket_are_out_of_reach(docker_sandbox: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "host-secret.txt"
+    marker.write_text("TOP SECRET")
+    code = (
+        "import os\n"
+        f"print(os.path.exists({str(marker)!r}))\n"
+        "print(os.path.exists('/var/run/docker.sock'), os.path.exists('/run/docker.sock'))\n"
+        "try:\n    open('/etc/shadow').read(); print('shadow readable')\n"
+        "except OSError as e:\n    print(type(e).__name__)\n"
+    )
+    result = run(docker_sandbox, code)
+    assert result.stdout.split() == ["False", "False", "False", "PermissionError"]
+    assert "TOP SECRET" not in result.stdout
+
+
+def test_fork_bomb_is_contained_and_the_engine_stays_healthy(docker_sandbox: Any, docker_client: Any) -> None:
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    result = run(docker_sandbox, bomb, load_policy("default").with_overrides(timeout="5s", kill_grace="1s"))
+    assert result.status in {Status.timeout, Status.killed, Status.error}
+    assert docker_client.ping()
+    after = run(docker_sandbox, "print('alive')")
+    assert after.status is Status.ok and after.stdout == "alive\n"
+
+
+def test_memory_bomb_under_the_default_policy_is_oom(docker_sandbox: Any) -> None:
+    bomb = "x = []\nwhile True:\n    x.append(bytearray(100 * 2**20))\n"
+    result = run(docker_sandbox, bomb)
+    assert result.status is Status.oom, (result.status, result.reason)
+    assert result.exit_code == 137
+    assert result.usage.peak_memory_bytes is not None
+    assert result.usage.peak_memory_bytes <= int(load_policy("default").memory) + 2**20
+
+
+@pytest.mark.parametrize("target", ["/tmp", "/workspace"])
+def test_filling_a_writable_mount_is_bounded(docker_sandbox: Any, target: str) -> None:
+    free_before = shutil.disk_usage("/var/lib/docker" if Path("/var/lib/docker").exists() else "/").free
+    code = (
+        "import errno\nwritten = 0\n"
+        f"with open('{target}/fill.bin', 'wb') as fh:\n"
+        "    try:\n"
+        "        while True:\n            fh.write(b'x' * 2**20); fh.flush(); written += 1\n"
+        "    except OSError as e:\n        print(errno.errorcode[e.errno], written)\n"
+    )
+    policy = load_policy("default").with_overrides(tmpfs_size="64MiB", workspace_size="96MiB")
+    result = run(docker_sandbox, code, policy)
+    code_name, mib = result.stdout.split()
+    assert code_name == "ENOSPC"
+    assert int(mib) <= (64 if target == "/tmp" else 96)
+    free_after = shutil.disk_usage("/var/lib/docker" if Path("/var/lib/docker").exists() else "/").free
+    assert free_before - free_after < 50 * 2**20
+
+
+def test_cpu_spin_past_the_timeout_is_timeout_within_the_slack(docker_sandbox: Any) -> None:
+    policy = load_policy("default").with_overrides(timeout="3s", kill_grace="1s")
+    result = run(docker_sandbox, "while True: pass", policy)
+    assert result.status is Status.timeout
+    assert result.exit_code == 124
+    assert result.duration_s < 3 + 1 + 10
+
+
+def test_a_process_ignoring_sigterm_is_killed_after_the_grace(docker_sandbox: Any) -> None:
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(0.1)\n"
+    policy = load_policy("default").with_overrides(timeout="2s", kill_grace="2s")
+    result = run(docker_sandbox, code, policy)
+    assert result.status is Status.timeout
+    assert result.exit_code == 137
+    assert 4 <= result.duration_s < 2 + 2 + 10
+
+
+def test_a_daemonized_grandchild_does_not_outlive_the_attempt(docker_sandbox: Any, docker_client: Any) -> None:
+    code = (
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        while True:\n"
+        "            open('/workspace/heartbeat', 'a').write('x'); time.sleep(0.05)\n"
+        "    os._exit(0)\n"
+        "print('parent done')\n"
+    )
+    result = run(docker_sandbox, code, load_policy("default").with_overrides(timeout="20s"))
+    assert result.status is Status.ok and "parent done" in result.stdout
+    assert result.duration_s < 15, "the attempt waited on the grandchild"
+    remaining = docker_client.containers.list(all=True, filters={"label": "sandlab.run=adhoc"})
+    assert remaining == []
+
+
+def test_stdout_flood_is_truncated_and_host_memory_stays_bounded(docker_sandbox: Any) -> None:
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code = "import sys\nchunk = 'y' * (1 << 20)\nfor _ in range(300):\n    sys.stdout.write(chunk)\n"
+    policy = load_policy("default").with_overrides(output_cap="1MiB")
+    result = run(docker_sandbox, code, policy)
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert result.status is Status.ok and result.truncated
+    assert result.stdout_bytes == 300 * (1 << 20)
+    assert len(result.stdout) < 2 * (1 << 20)
+    assert (rss_after - rss_before) * 1024 < 100 * 2**20
+
+
+def test_privilege_escalation_paths_are_closed(docker_sandbox: Any) -> None:
+    code = r"""
+import os, subprocess
+def attempt(name, fn):
+    try:
+        fn(); print(name, 'ALLOWED')
+    except Exception as e:
+        print(name, 'denied', type(e).__name__)
+attempt('setuid', lambda: os.setuid(0))
+attempt('image-write', lambda: open('/usr/lib/python3/evil.py', 'w').write('x'))
+attempt('etc-write', lambda: open('/etc/passwd', 'a').write('x'))
+attempt('sysrq', lambda: open('/proc/sysrq-trigger', 'w').write('h'))
+r = subprocess.run(['mount', '-t', 'tmpfs', 'none', '/mnt'], capture_output=True)
+print('mount', 'ALLOWED' if r.returncode == 0 else 'denied')
+caps = [l for l in open('/proc/self/status') if l.startswith(('CapEff', 'CapBnd', 'NoNewPrivs'))]
+print(' '.join(c.split()[1] for c in caps))
+print('uid', os.getuid())
+"""
+    result = run(docker_sandbox, code)
+    assert result.status is Status.ok, result.stderr
+    lines = result.stdout.splitlines()
+    assert not [line for line in lines if "ALLOWED" in line], lines
+    cap_bnd, cap_eff, no_new_privs = lines[5].split()
+    assert int(cap_eff, 16) == 0 and int(cap_bnd, 16) == 0 and no_new_privs == "1"
+    assert lines[6] == "uid 1000"
+
+
+def test_a_symlink_planted_in_the_outputs_is_not_followed(docker_sandbox: Any, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    code = (
+        "import os\n"
+        f"os.symlink({str(victim)!r}, 'victim.txt')\n"
+        "os.symlink('/', 'root')\n"
+        "open('report.txt', 'w').write('fine')\n"
+    )
+    dest = tmp_path / "out"
+    result = run(docker_sandbox, code, outputs_dir=dest)
+    assert result.status is Status.ok
+    assert (dest / "report.txt").read_text() == "fine"
+    assert not (dest / "victim.txt").exists() and not (dest / "root").exists()
+    assert victim.read_text() == "untouched"
