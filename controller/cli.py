@@ -169,7 +169,7 @@ def doctor(
     from controller.doctor import run_checks
 
     with console.status("running checks"):
-        checks = run_checks(agent=agent, with_controller_image=os.environ.get("SANDLAB_IN_CONTAINER") != "1")
+        checks = run_checks(agent=agent)
     table = Table(title="sandlab doctor")
     for column in ("check", "status", "detail", "fix"):
         table.add_column(column, overflow="fold")
@@ -220,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         code = 130
+    except Exception as exc:
+        if os.environ.get("SANDLAB_DEBUG"):
+            raise
+        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+                      "(a sandlab bug; rerun with SANDLAB_DEBUG=1 for the traceback and report it)",
+                      highlight=False, soft_wrap=True)
+        code = 2
     if isinstance(code, int):
         return code
     return 0

@@ -17,14 +17,16 @@ read back from a tmpfs that the host disk never backs.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from docker.utils.socket import STDOUT, frames_iter
 from typing_extensions import override
 
 from sandbox import labels
@@ -39,13 +41,16 @@ from sandbox.results import AttemptResult, CappedBuffer, Status, Usage
 from sandbox.staging import extract_outputs, pack_workspace
 
 IDLE_COMMAND = ["sleep", "infinity"]
-_QUIESCE_TRIES = 10
-_QUIESCE_PAUSE_S = 0.3
 
-# Run after the job (and after _quiesce): print the cgroup's own accounting. The cgroup
-# files are mounted read-only, so the job cannot forge them.
-_PROBE_SCRIPT = r"""
+# Run after the job, as the job's user. First kill whatever the job left behind (a
+# daemonized grandchild, say) so the workspace stops changing; then print the cgroup's own
+# accounting on stderr (the files are mounted read-only: the job cannot forge them); then
+# stream the workspace out as a tar on stdout. PID 1 survives `kill -1`: the kernel never
+# delivers SIGKILL to a namespace's init from inside it.
+_FINISH_SCRIPT = r"""
+kill -9 -1 2>/dev/null
 m=/sys/fs/cgroup/memory
+{
 if [ -r $m/memory.max_usage_in_bytes ]; then
   echo "peak_memory_bytes $(cat $m/memory.max_usage_in_bytes)"
   grep '^oom_kill ' $m/memory.oom_control
@@ -55,8 +60,14 @@ elif [ -r /sys/fs/cgroup/memory.events ]; then
   grep '^oom_kill ' /sys/fs/cgroup/memory.events
   grep '^usage_usec ' /sys/fs/cgroup/cpu.stat
 fi
-exit 0
+} >&2
+exec tar -c -f - -C "$0" .
 """
+_FINISH_TRIES = 10
+_FINISH_PAUSE_S = 0.3
+_PROBE_OUTPUT_CAP = 64 * 1024
+_SPOOL_IN_MEMORY = 32 * 1024**2
+_STAGING_FAILED = 125
 
 
 def container_kwargs(
@@ -135,21 +146,11 @@ class DockerSandbox(Sandbox):
         try:
             gpu_ids = resolve_gpu_ids(policy)
             container_id = self._create(job, policy, gpu_ids)
-            self._stage(container_id, job, policy)
             with GpuSampler(gpu_ids) as gpu:
-                job_t0 = time.monotonic()
-                exit_code, deadline_hit = self._exec_job(container_id, job, policy, out, err)
-                elapsed = time.monotonic() - job_t0
-            self._quiesce(container_id, policy)
-            usage, oom_kills = self._usage(container_id, policy)
-            usage.gpu_peak_memory_bytes = gpu.peak_memory_bytes
-            usage.gpu_utilization_pct = gpu.mean_utilization_pct
-            try:
-                skipped, events_blob = self._collect(container_id, job, policy)
-            except Exception as exc:
-                # The job already has its verdict; a job that wrecked its own container
-                # (a fork bomb filling the pid table, say) loses its outputs, not its status.
-                skipped, events_blob = [f"(workspace not collected: {type(exc).__name__}: {exc})"], b""
+                exit_code, deadline_hit, elapsed = self._stage_and_run(
+                    container_id, job, policy, out, err
+                )
+            finish = self._finish(container_id, job, policy)
         except Exception as exc:  # the machinery failed, not the job
             return AttemptResult(
                 status=Status.infra_error,
@@ -167,10 +168,13 @@ class DockerSandbox(Sandbox):
         finally:
             if container_id is not None:
                 self._remove(container_id)
+        finish.usage.gpu_peak_memory_bytes = gpu.peak_memory_bytes
+        finish.usage.gpu_utilization_pct = gpu.mean_utilization_pct
         status, reason = classify(
-            exit_code, elapsed, policy, oom_killed=oom_kills > 0, host_deadline_hit=deadline_hit
+            exit_code, elapsed, policy, oom_killed=finish.oom_kills > 0,
+            host_deadline_hit=deadline_hit,
         )
-        events, stats = parse_events(events_blob)
+        events, stats = parse_events(finish.events_blob)
         return AttemptResult(
             status=status,
             exit_code=exit_code,
@@ -183,13 +187,13 @@ class DockerSandbox(Sandbox):
             stderr_bytes=err.total,
             events=events,
             event_stats=stats,
-            usage=usage,
+            usage=finish.usage,
             limits=policy,
             image=self.image,
             container_id=container_id,
             reason=reason,
             outputs_dir=job.outputs_dir,
-            outputs_skipped=skipped,
+            outputs_skipped=finish.skipped,
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -223,36 +227,22 @@ class DockerSandbox(Sandbox):
 
     # -- I/O ------------------------------------------------------------------------------
 
-    def _stage(self, container_id: str, job: Job, policy: Policy) -> None:
+    def _stage_and_run(
+        self, container_id: str, job: Job, policy: Policy, out: CappedBuffer, err: CappedBuffer
+    ) -> tuple[int | None, bool, float]:
+        """One exec: untar the workspace from stdin, then run the job under `timeout -k`.
+
+        Staging and running share an exec to save a round trip; the timeout starts only
+        once the files are in place. Returns (exit code, host deadline hit, seconds).
+        """
         uid, _, gid = policy.user.partition(":")
         payload = pack_workspace(job.workspace, job.files, int(uid), int(gid or uid))
+        script = 'tar -x -f - -C "$0" || exit 125; exec "$@"'
+        cmd = ["sh", "-c", script, WORKSPACE, *job_command(job, policy)]
         api = self.client.api
         exec_id = api.exec_create(
-            container_id, ["tar", "-x", "-f", "-", "-C", WORKSPACE],
-            stdin=True, stdout=True, stderr=True, user=policy.user,
-        )["Id"]
-        sock = api.exec_start(exec_id, socket=True)
-        raw = getattr(sock, "_sock", sock)
-        try:
-            raw.sendall(payload)
-            raw.shutdown(socket.SHUT_WR)
-            while raw.recv(65536):
-                pass
-        finally:
-            sock.close()
-        code = api.exec_inspect(exec_id).get("ExitCode")
-        if code != 0:
-            msg = f"staging the workspace failed (tar exited {code}); is the workspace cap too small?"
-            raise RuntimeError(msg)
-
-    def _exec_job(
-        self, container_id: str, job: Job, policy: Policy, out: CappedBuffer, err: CappedBuffer
-    ) -> tuple[int | None, bool]:
-        api = self.client.api
-        exec_id = api.exec_create(
-            container_id, job_command(job, policy), stdout=True, stderr=True,
-            user=policy.user, workdir=WORKSPACE,
-            environment={"HOME": "/tmp", **job.env},
+            container_id, cmd, stdin=True, stdout=True, stderr=True,
+            user=policy.user, workdir=WORKSPACE, environment={"HOME": "/tmp", **job.env},
         )["Id"]
         deadline_hit = threading.Event()
 
@@ -260,102 +250,105 @@ class DockerSandbox(Sandbox):
             deadline_hit.set()
             self._kill(container_id)
 
+        sock = api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)
+        t0 = time.monotonic()
         timer = threading.Timer(policy.host_deadline_s, host_kill)
         timer.daemon = True
         timer.start()
         try:
-            for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
-                if chunk_out:
-                    out.write(chunk_out)
-                if chunk_err:
-                    err.write(chunk_err)
+            raw.sendall(payload)
+            raw.shutdown(socket.SHUT_WR)
+            for stream_id, data in frames_iter(raw, tty=False):
+                (out if stream_id == STDOUT else err).write(data)
         finally:
             timer.cancel()
+            sock.close()
+        elapsed = time.monotonic() - t0
         if deadline_hit.is_set():
-            return None, True
+            return None, True, elapsed
         code = api.exec_inspect(exec_id).get("ExitCode")
-        return (int(code) if code is not None else None), False
+        if code == _STAGING_FAILED:
+            msg = "staging the workspace failed; is the policy's workspace_size too small?"
+            raise RuntimeError(msg)
+        return (int(code) if code is not None else None), False, elapsed
 
-    def _quiesce(self, container_id: str, policy: Policy) -> None:
-        """Kill everything the job left running, so the workspace stops changing.
+    def _finish(self, container_id: str, job: Job, policy: Policy) -> _Finish:
+        """One exec: kill leftovers, print cgroup accounting to stderr, tar the workspace out.
 
         Retried because a job that filled its pid table leaves no room for the exec itself
-        until the in-container timeout's group kill has freed some.
+        until the in-container timeout's group kill has freed some. A job that wrecked its
+        own container that badly loses its outputs, not its verdict.
         """
-        for _ in range(_QUIESCE_TRIES):
+        api = self.client.api
+        last_error = "no attempt"
+        for _ in range(_FINISH_TRIES):
+            probe = CappedBuffer(_PROBE_OUTPUT_CAP)
             try:
-                api = self.client.api
                 exec_id = api.exec_create(
-                    container_id, ["sh", "-c", "kill -9 -1 2>/dev/null; exit 0"], user=policy.user
+                    container_id, ["sh", "-c", _FINISH_SCRIPT, WORKSPACE],
+                    stdout=True, stderr=True, user=policy.user,
                 )["Id"]
-                api.exec_start(exec_id)
-                if api.exec_inspect(exec_id).get("ExitCode") == 0:
-                    return
-            except Exception:  # noqa: S110 - retried below
-                pass
-            time.sleep(_QUIESCE_PAUSE_S)
-
-    def _usage(self, container_id: str, policy: Policy) -> tuple[Usage, int]:
-        usage = Usage()
-        api = self.client.api
-        with contextlib.suppress(Exception):
-            stats = api.stats(container_id, stream=False, one_shot=True)
-            mem = stats.get("memory_stats") or {}
-            if mem.get("max_usage"):
-                usage.peak_memory_bytes = int(mem["max_usage"])
-            total_ns = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
-            if total_ns:
-                usage.cpu_s = total_ns / 1e9
-        probe = _run_exec(api, container_id, ["sh", "-c", _PROBE_SCRIPT], user=policy.user)
-        oom_kills = 0
-        for line in probe.decode(errors="replace").splitlines():
-            key, _, value = line.partition(" ")
-            if not value.strip().isdigit():
-                continue
-            number = int(value)
-            if key == "oom_kill":
-                oom_kills = number
-            elif key == "peak_memory_bytes" and usage.peak_memory_bytes is None:
-                usage.peak_memory_bytes = number
-            elif key == "cpu_ns" and usage.cpu_s is None and number:
-                usage.cpu_s = number / 1e9
-            elif key == "usage_usec" and usage.cpu_s is None:
-                usage.cpu_s = number / 1e6
-        return usage, oom_kills
-
-    def _collect(self, container_id: str, job: Job, policy: Policy) -> tuple[list[str], bytes]:
-        api = self.client.api
-        exec_id = api.exec_create(
-            container_id, ["tar", "-c", "-f", "-", "-C", WORKSPACE, "."],
-            stdout=True, stderr=False, user=policy.user,
-        )["Id"]
-        with tempfile.TemporaryDirectory(prefix="sandlab-out-") as scratch:
-            dest = job.outputs_dir if job.outputs_dir is not None else os.path.join(scratch, "ws")
-            with tempfile.SpooledTemporaryFile(max_size=32 * 1024**2, dir=scratch) as spool:
-                size = 0
-                for chunk in api.exec_start(exec_id, stream=True):
-                    size += len(chunk)
-                    if size > max_collect_bytes:
-                        break
-                    spool.write(chunk)
-                spool.seek(0)
-                from pathlib import Path
-
-                skipped = extract_outputs(spool, Path(dest))  # type: ignore[arg-type]
-            events_path = Path(dest) / EVENTS_FILE
-            events_blob = b""
-            if events_path.is_file() and not events_path.is_symlink():
-                with events_path.open("rb") as fh:
-                    events_blob = fh.read(max_events * max_event_line_bytes)
-        return skipped, events_blob
+                with tempfile.TemporaryDirectory(prefix="sandlab-out-") as scratch:
+                    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=scratch) as spool:
+                        size = 0
+                        for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
+                            if chunk_err:
+                                probe.write(chunk_err)
+                            if chunk_out and size <= max_collect_bytes:
+                                size += len(chunk_out)
+                                spool.write(chunk_out)
+                        if api.exec_inspect(exec_id).get("ExitCode") is None:
+                            last_error = "the collecting exec did not run"
+                            time.sleep(_FINISH_PAUSE_S)
+                            continue
+                        spool.seek(0)
+                        dest = job.outputs_dir or Path(scratch) / "ws"
+                        skipped = extract_outputs(spool, dest)  # type: ignore[arg-type]
+                        if size > max_collect_bytes:
+                            skipped.append(f"(collection stopped at {max_collect_bytes} bytes)")
+                        blob = _read_events(dest)
+                usage, oom_kills = _parse_probe(probe.getvalue())
+                return _Finish(usage, oom_kills, skipped, blob)
+            except Exception as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+                time.sleep(_FINISH_PAUSE_S)
+        return _Finish(Usage(), 0, [f"(workspace not collected: {last_error})"], b"")
 
 
-def _run_exec(api: Any, container_id: str, cmd: list[str], user: str) -> bytes:
-    exec_id = api.exec_create(container_id, cmd, stdout=True, stderr=False, user=user)["Id"]
-    try:
-        return bytes(api.exec_start(exec_id))
-    except Exception:
+@dataclass
+class _Finish:
+    usage: Usage
+    oom_kills: int
+    skipped: list[str]
+    events_blob: bytes
+
+
+def _read_events(workspace: Path) -> bytes:
+    path = workspace / EVENTS_FILE
+    if not path.is_file() or path.is_symlink():
         return b""
+    with path.open("rb") as fh:
+        return fh.read(max_events * max_event_line_bytes)
+
+
+def _parse_probe(text: bytes) -> tuple[Usage, int]:
+    usage = Usage()
+    oom_kills = 0
+    for line in text.decode(errors="replace").splitlines():
+        key, _, value = line.partition(" ")
+        if not value.strip().isdigit():
+            continue
+        number = int(value)
+        if key == "oom_kill":
+            oom_kills = number
+        elif key == "peak_memory_bytes":
+            usage.peak_memory_bytes = number
+        elif key == "cpu_ns" and number:
+            usage.cpu_s = number / 1e9
+        elif key == "usage_usec":
+            usage.cpu_s = number / 1e6
+    return usage, oom_kills
 
 
 def _describe_engine_error(exc: BaseException, image: str) -> str:
