@@ -13,41 +13,21 @@ from typing import Annotated
 
 import typer
 from typer.exceptions import Abort, TyperException
-from rich.console import Console
 from rich.table import Table
 
 from controller.errors import BadInputError, ControllerError
-from sandbox.durations import parse_duration
 from sandbox.errors import SandboxError
 
-app = typer.Typer(
-    name="controller",
-    help="sandlab: an autonomous ML-research loop that runs every job in a disposable container.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from controller.cli_common import (
+    DEFAULT_RUNS_DIR,
+    RunsDir,
+    app,
+    console,
+    images_app,
+    out,
+    parse_duration_arg,
+    sandbox_app,
 )
-sandbox_app = typer.Typer(help="Run commands in disposable containers.", no_args_is_help=True)
-images_app = typer.Typer(help="Build the runner and controller images.", no_args_is_help=True)
-app.add_typer(sandbox_app, name="sandbox")
-app.add_typer(images_app, name="images")
-
-console = Console(stderr=True)
-out = Console()
-
-RunsDir = Annotated[
-    Path,
-    typer.Option("--runs-dir", envvar="SANDLAB_RUNS_DIR", help="Run registry folder.",
-                 file_okay=False),
-]
-DEFAULT_RUNS_DIR = Path("runs")
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one error line and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
 
 # -- sandbox exec -----------------------------------------------------------------------
 
@@ -123,15 +103,6 @@ def _make_sandbox(backend: str, allow_weaker: bool):  # type: ignore[no-untyped-
     raise BadInputError(msg)
 
 
-def parse_duration_arg(text: str, flag: str) -> float:
-    """parse_duration with the flag named in the error."""
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        msg = f"{flag}: {exc}"
-        raise BadInputError(msg) from None
-
-
 # -- images, doctor, reap -----------------------------------------------------------------
 
 
@@ -193,6 +164,9 @@ def reap(
     out.print(f"removed {len(report.removed)} orphaned container(s); kept {report.kept_live_owner} "
               f"with a live owner and {report.kept_other_host} from other hosts")
 
+
+# Registers start, resume, stop, status, attempts, logs, report and rerun on `app`.
+from controller import cli_runs  # noqa: E402, F401
 
 # -- entry point --------------------------------------------------------------------------
 

@@ -17,12 +17,14 @@ class DockerBackendConfig(BaseModel):
     type: Literal["docker"] = "docker"
     image: str = "sandlab-runner:latest"
     """Image the jobs run in; `controller images build` makes it."""
+    pool_size: int = 0
+    """Warm containers kept per container shape (torch already imported); 0 disables."""
 
     def build(self) -> Sandbox:
         """Connect to the engine and return the backend."""
         from sandbox.backends.docker import DockerSandbox
 
-        return DockerSandbox(image=self.image)
+        return DockerSandbox(image=self.image, pool_size=self.pool_size)
 
 
 class LocalBackendConfig(BaseModel):

@@ -37,10 +37,12 @@ from sandbox.events import EVENTS_FILE, parse_events
 from sandbox.gpus import GpuSampler, resolve_gpu_ids
 from sandbox.limits import max_collect_bytes, max_event_line_bytes, max_events
 from sandbox.policy import Policy
+from sandbox.pool import DEFAULT_PRELOAD, WarmPool
 from sandbox.results import AttemptResult, CappedBuffer, Status, Usage
 from sandbox.staging import extract_outputs, pack_workspace
 
 IDLE_COMMAND = ["sleep", "infinity"]
+WARM_CLIENT = ["python3", "-m", "sandbox.harness.client", "--"]
 
 # Run after the job, as the job's user. First kill whatever the job left behind (a
 # daemonized grandchild, say) so the workspace stops changing; then print the cgroup's own
@@ -121,9 +123,14 @@ def container_kwargs(
     }
 
 
-def job_command(job: Job, policy: Policy) -> list[str]:
-    """The job's argv wrapped in the in-container layer of the timeout."""
-    return ["timeout", "-k", f"{policy.kill_grace:g}s", f"{policy.timeout:g}s", *job.command]
+def job_command(job: Job, policy: Policy, *, warm: bool = False) -> list[str]:
+    """The job's argv wrapped in the in-container layer of the timeout.
+
+    In a warm container the job is handed to the preloaded server through the client,
+    which stands in for it (signals forwarded, same exit status).
+    """
+    argv = [*WARM_CLIENT, *job.command] if warm else job.command
+    return ["timeout", "-k", f"{policy.kill_grace:g}s", f"{policy.timeout:g}s", *argv]
 
 
 class DockerSandbox(Sandbox):
@@ -131,11 +138,20 @@ class DockerSandbox(Sandbox):
 
     name = "docker"
 
-    def __init__(self, image: str = "sandlab-runner:latest", client: Any | None = None) -> None:
+    def __init__(
+        self, image: str = "sandlab-runner:latest", client: Any | None = None, *,
+        pool_size: int = 0, preload: tuple[str, ...] = DEFAULT_PRELOAD,
+    ) -> None:
         self.image = image
         self.client = client if client is not None else connect()
         self._active: set[str] = set()
         self._lock = threading.Lock()
+        self.pool = WarmPool(self._create_pooled, self._remove, pool_size, preload) if pool_size else None
+
+    @override
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
     @override
     def run(self, job: Job, policy: Policy) -> AttemptResult:
@@ -145,10 +161,16 @@ class DockerSandbox(Sandbox):
         out, err = CappedBuffer(int(policy.output_cap)), CappedBuffer(int(policy.output_cap))
         try:
             gpu_ids = resolve_gpu_ids(policy)
-            container_id = self._create(job, policy, gpu_ids)
+            container_id = self.pool.take(policy, gpu_ids) if self.pool is not None else None
+            warm = container_id is not None
+            if container_id is None:
+                container_id = self._create(job, policy, gpu_ids)
+            else:
+                with self._lock:
+                    self._active.add(container_id)
             with GpuSampler(gpu_ids) as gpu:
                 exit_code, deadline_hit, elapsed = self._stage_and_run(
-                    container_id, job, policy, out, err
+                    container_id, job, policy, out, err, warm=warm
                 )
             finish = self._finish(container_id, job, policy)
         except Exception as exc:  # the machinery failed, not the job
@@ -198,14 +220,23 @@ class DockerSandbox(Sandbox):
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def _create(self, job: Job, policy: Policy, gpu_ids: list[int]) -> str:
+    def _create(self, job: Job, policy: Policy, gpu_ids: list[int], command: list[str] | None = None) -> str:
         owner = labels.owner_labels(job.run_id, job.attempt)
         kwargs = container_kwargs(job, policy, self.image, gpu_ids, owner)
+        if command is not None:
+            kwargs["command"] = command
         container = self.client.containers.create(**kwargs)
         with self._lock:
             self._active.add(container.id)
         container.start()
         return str(container.id)
+
+    def _create_pooled(self, policy: Policy, gpu_ids: list[int], command: list[str]) -> str:
+        """A started container for the pool; it is not active until a job takes it."""
+        container_id = self._create(Job(command=["true"], run_id="pool", attempt="pool"), policy, gpu_ids, command)
+        with self._lock:
+            self._active.discard(container_id)
+        return container_id
 
     def _remove(self, container_id: str) -> None:
         with contextlib.suppress(Exception):
@@ -228,7 +259,8 @@ class DockerSandbox(Sandbox):
     # -- I/O ------------------------------------------------------------------------------
 
     def _stage_and_run(
-        self, container_id: str, job: Job, policy: Policy, out: CappedBuffer, err: CappedBuffer
+        self, container_id: str, job: Job, policy: Policy, out: CappedBuffer, err: CappedBuffer,
+        *, warm: bool = False,
     ) -> tuple[int | None, bool, float]:
         """One exec: untar the workspace from stdin, then run the job under `timeout -k`.
 
@@ -238,7 +270,7 @@ class DockerSandbox(Sandbox):
         uid, _, gid = policy.user.partition(":")
         payload = pack_workspace(job.workspace, job.files, int(uid), int(gid or uid))
         script = 'tar -x -f - -C "$0" || exit 125; exec "$@"'
-        cmd = ["sh", "-c", script, WORKSPACE, *job_command(job, policy)]
+        cmd = ["sh", "-c", script, WORKSPACE, *job_command(job, policy, warm=warm)]
         api = self.client.api
         exec_id = api.exec_create(
             container_id, cmd, stdin=True, stdout=True, stderr=True,

@@ -1,0 +1,68 @@
+"""The interface every agent implements. The loop only talks to this."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from controller.plan import Hypothesis, ModuleCode, Plan, Review
+from controller.tasks import Task
+
+
+class GuardFailure(BaseModel):
+    """What the repair step shows the agent: the structured exception and trimmed logs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    """compile, import or smoke: the harness stage that failed."""
+    exception_type: str = ""
+    message: str = ""
+    traceback: str = ""
+    """Frames rendered as text; generated-file frames marked with '>'."""
+    stderr_tail: str = ""
+    status: str = "error"
+
+
+class IterationOutcome(BaseModel):
+    """One iteration's results, as the agent sees them to refine the plan."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    iteration: int
+    hypothesis: Hypothesis
+    supported: bool
+    arm_means: dict[str, float] = Field(default_factory=dict)
+    """Host-scored validation mean per arm name."""
+    baseline_mean: float | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class Agent(ABC):
+    """Plans hypotheses, writes and repairs modules, and refines the plan from results."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def plan(self, task: Task, seeds: list[int]) -> Plan:
+        """The initial plan: hypotheses with metric, threshold and stopping rule."""
+
+    @abstractmethod
+    def write_module(self, task: Task, slot: str, hypothesis: Hypothesis) -> ModuleCode:
+        """Source for one slot of a hypothesis."""
+
+    @abstractmethod
+    def repair(
+        self, task: Task, slot: str, hypothesis: Hypothesis, module: ModuleCode,
+        failure: GuardFailure, last_good: ModuleCode,
+    ) -> ModuleCode:
+        """A fixed module, given the failure; may return `last_good` (a rollback)."""
+
+    @abstractmethod
+    def refine(self, task: Task, plan: Plan, history: list[IterationOutcome]) -> Hypothesis | None:
+        """The next hypothesis, planned from the results so far; None when out of ideas."""
+
+    @abstractmethod
+    def review(self, task: Task, outcome: IterationOutcome) -> Review:
+        """A short reading of one iteration for the report."""

@@ -1,0 +1,106 @@
+"""The records the agent and the loop exchange: plans, hypotheses, arms, modules, reviews."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Hyper = dict[str, float | int]
+
+
+class Hypothesis(BaseModel):
+    """One testable idea, with its metric, success threshold and stopping rule."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,47}$")]
+    statement: str
+    """What is claimed, in a sentence."""
+    modules: dict[str, str] = Field(default_factory=dict)
+    """slot -> description of the module to write for it (the novelty's code components)."""
+    hyper: Hyper = Field(default_factory=dict)
+    """Hyperparameter changes (lr, width, epochs ...) relative to the task defaults."""
+    metric: str = "accuracy"
+    success_threshold: float = 0.005
+    """Minimum improvement of the mean over the baseline for the hypothesis to hold."""
+    stopping_rule: str = "drop after one iteration if the 95% CI includes the baseline mean"
+
+    def components(self) -> list[str]:
+        """Named parts, each of which gets its own ablation arm."""
+        return [f"module:{slot}" for slot in sorted(self.modules)] + [
+            f"hyper:{key}" for key in sorted(self.hyper)
+        ]
+
+
+class StoppingRules(BaseModel):
+    """When the whole run stops (besides the budget)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_iterations: int = Field(default=6, ge=1)
+    patience: int = Field(default=3, ge=1)
+    """Stop after this many iterations in a row without a supported hypothesis."""
+    target: float | None = None
+    """Stop once the best arm's validation mean reaches this."""
+
+
+class Plan(BaseModel):
+    """plan.json: hypotheses, success criteria and stopping rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    objective: str
+    hypotheses: list[Hypothesis]
+    success_criteria: str = (
+        "a hypothesis is supported when its mean improves on the baseline by at least its "
+        "threshold and its 95% CI excludes the baseline mean (host-scored validation accuracy)"
+    )
+    stopping: StoppingRules = Field(default_factory=StoppingRules)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+
+
+class ModuleCode(BaseModel):
+    """Source for one slot."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    slot: str
+    code: str
+    origin: str = "agent"
+    """agent, repair, baseline or rollback."""
+
+    @property
+    def digest(self) -> str:
+        """Short content hash: the module's identity in arms and registry keys."""
+        return hashlib.sha256(self.code.encode()).hexdigest()[:12]
+
+
+class Arm(BaseModel):
+    """One configuration to train over seeds: modules per slot plus hyperparameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    """baseline, novelty:<hyp>, or ablation:<hyp>-<component>."""
+    modules: dict[str, ModuleCode]
+    hyper: Hyper
+
+    @property
+    def key(self) -> str:
+        """Identity of the configuration, independent of its name."""
+        payload = {"modules": {s: m.digest for s, m in sorted(self.modules.items())},
+                   "hyper": dict(sorted(self.hyper.items()))}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class Review(BaseModel):
+    """The agent's reading of an iteration's results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: str
+    next_idea: str = ""

@@ -1,0 +1,101 @@
+"""Building a loop for `start`, `resume` and `rerun`: the only place that wires things together.
+
+The controller never imports docker: the sandbox comes from sandbox.backends by config.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from controller.agents.base import Agent
+from controller.budget import Budget, IterationLimits
+from controller.errors import BadInputError
+from controller.loop import LoopContext, ResearchLoop, StagePolicies
+from controller.registry import RunConfig, RunState, RunStore
+from controller.runlog import configure_run_logging
+from controller.tasks import load_task
+from sandbox.backends import DockerBackendConfig, LocalBackendConfig
+from sandbox.base import Sandbox
+from sandbox.policy import load_policy
+
+
+def make_sandbox(config: RunConfig) -> Sandbox:
+    """The configured backend; the docker one connects (and fails with a clear line)."""
+    if config.backend == "local":
+        return LocalBackendConfig(allow_weaker=config.allow_weaker).build()
+    return DockerBackendConfig(image=config.image, pool_size=config.pool_size).build()
+
+
+def make_agent(config: RunConfig, store: RunStore) -> Agent:
+    """The configured agent."""
+    if config.agent == "offline":
+        from controller.agents.offline import OfflineAgent
+
+        return OfflineAgent()
+    from controller.agents.llm_agent import LLMAgent
+
+    if not config.model:
+        msg = "--agent llm needs --model NAME (and OPENAI_BASE_URL / OPENAI_API_KEY)"
+        raise BadInputError(msg)
+    return LLMAgent(config.model, cache_dir=store.root / "llm-cache")
+
+
+def stage_policies(config: RunConfig) -> StagePolicies:
+    """guard: default; train: train (gpu when GPUs are asked for); evaluation: strict."""
+    train = load_policy("gpu").with_overrides(gpus=config.gpus) if config.gpus else load_policy("train")
+    return StagePolicies(guard=load_policy("default"), train=train, evaluate=load_policy("strict"))
+
+
+def build_loop(
+    store: RunStore, state: RunState, sandbox: Sandbox, progress: Callable[[str], None],
+    agent: Agent | None = None,
+) -> ResearchLoop:
+    """Wire a loop for a new or resumed run."""
+    config = state.config
+    configure_run_logging(store.root / "events.jsonl")
+    budget = Budget(config.budget_s, reserve_s=config.report_reserve_s, used_s=state.totals.wall_s,
+                    max_cost_usd=config.max_cost_usd, spent_usd=state.totals.cost_usd)
+    ctx = LoopContext(
+        store=store, state=state, sandbox=sandbox,
+        agent=agent or make_agent(config, store), task=load_task(config.task),
+        policies=stage_policies(config), budget=budget,
+        limits=IterationLimits(**config.iteration_limits), progress=progress,
+    )
+    return ResearchLoop(ctx)
+
+
+def claim(state: RunState) -> None:
+    """Mark this process as the run's owner."""
+    state.owner_pid = os.getpid()
+    state.owner_host = socket.gethostname()
+    state.status = "running"
+
+
+@contextmanager
+def signals_interrupt(loop: ResearchLoop) -> Iterator[None]:
+    """SIGINT/SIGTERM kill the run's containers and unwind it as `interrupted`."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        loop.interrupt()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def owner_alive(state: RunState) -> bool:
+    """Whether the process recorded as the run's owner still runs here."""
+    if state.owner_pid is None or state.owner_host != socket.gethostname():
+        return False
+    if state.owner_pid == os.getpid():
+        return False
+    return Path(f"/proc/{state.owner_pid}").exists()

@@ -1,0 +1,126 @@
+"""Tasks are folders: a task.yaml, trusted container-side scripts, slot specs, a metric.
+
+Adding a task means adding a folder here (or pointing `--task` at one); the loop never
+changes. See digits/ for the reference layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from controller.errors import BadInputError
+from sandbox.durations import parse_duration
+
+TASKS_DIR = Path(__file__).resolve().parent
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Slot(BaseModel):
+    """A place in the task's code that a generated module fills."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    """Path of the module in the workspace, under gen/."""
+    baseline: str
+    """Path, in the task folder, of the module the baseline arm uses."""
+    entry: str
+    """Name the module must define."""
+    smoke: str
+    """module:function in the task folder that smoke-tests the entry point."""
+    contract: str
+    """What the entry point must do; shown to the agent."""
+
+
+class Metric(BaseModel):
+    """The metric the host computes from predictions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "accuracy"
+    higher_is_better: bool = True
+
+
+class Timeouts(BaseModel):
+    """Per-stage job timeouts; each job's is clipped to the budget left."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prepare: Seconds = 120.0
+    guard: Seconds = 90.0
+    train: Seconds = 180.0
+    predict: Seconds = 90.0
+
+
+class Entrypoints(BaseModel):
+    """module:function names of the task's container-side scripts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prepare: str
+    train: str
+    predict: str
+
+
+class Task(BaseModel):
+    """A task folder, validated."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str
+    metric: Metric = Field(default_factory=Metric)
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    slots: dict[str, Slot]
+    entrypoints: Entrypoints
+    code_files: list[str]
+    """Files staged into guard, train and predict workspaces."""
+    prepare_files: list[str] = Field(default_factory=list)
+    """Extra files only the data-preparation job needs."""
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    min_timeout: Seconds = 30.0
+    """A job whose clipped timeout would be shorter than this is not admitted."""
+    defaults: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    folder: Path = Path()
+
+    def baseline_code(self, slot: str) -> str:
+        """Source of the slot's baseline module."""
+        return (self.folder / self.slots[slot].baseline).read_text()
+
+    def code(self, *, with_prepare: bool = False) -> dict[str, bytes]:
+        """The task's trusted files, by workspace path."""
+        names = self.code_files + (self.prepare_files if with_prepare else [])
+        return {name: (self.folder / name).read_bytes() for name in names}
+
+
+def available_tasks() -> list[str]:
+    """Built-in task names."""
+    return sorted(p.parent.name for p in TASKS_DIR.glob("*/task.yaml"))
+
+
+def load_task(name_or_path: str) -> Task:
+    """Load a built-in task by name, or a task folder by path."""
+    candidate = Path(name_or_path)
+    folder = candidate if (candidate / "task.yaml").is_file() else TASKS_DIR / name_or_path
+    spec = folder / "task.yaml"
+    if not spec.is_file():
+        msg = (f"unknown task {name_or_path!r}; use one of: {', '.join(available_tasks())}, "
+               "or a folder containing task.yaml")
+        raise BadInputError(msg)
+    try:
+        raw = yaml.safe_load(spec.read_text()) or {}
+        task = Task.model_validate({**raw, "folder": folder})
+    except (yaml.YAMLError, ValidationError) as exc:
+        msg = f"{spec}: invalid task definition: {str(exc).splitlines()[0]}"
+        raise BadInputError(msg) from None
+    listed = task.code_files + task.prepare_files + [s.baseline for s in task.slots.values()]
+    missing = [f for f in listed if not (folder / f).is_file()]
+    if missing:
+        msg = f"{spec}: files listed but missing: {', '.join(missing)}"
+        raise BadInputError(msg)
+    return task

@@ -1,0 +1,34 @@
+"""Helpers shared by the task's container-side scripts (trusted task code)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+
+def load_generated(path: str) -> ModuleType:
+    """Import a generated module from its file."""
+    spec = importlib.util.spec_from_file_location(f"gen_{Path(path).stem}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write JSON, creating the folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data))
+
+
+def pick_device(config: dict[str, Any]) -> Any:
+    """CUDA when the sandbox granted a GPU, else CPU."""
+    import torch
+
+    if config.get("device", "auto") != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")

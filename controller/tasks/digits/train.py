@@ -1,0 +1,87 @@
+"""Trains the CNN with the generated augmentation and head; saves the weights.
+
+Metrics reported here are telemetry (progress and curves). The score that counts is
+computed by the host from predictions made in a separate evaluation container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from common import load_generated, pick_device, write_json
+from model import Net
+
+
+def run(config: dict[str, Any], reporter: Any) -> None:
+    seed = int(config["seed"])
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    device = pick_device(config)
+
+    train = np.load("data/train.npz")
+    val = np.load("data/val.npz")
+    x_train, y_train = torch.from_numpy(train["x"]), torch.from_numpy(train["y"])
+    x_val, y_val = torch.from_numpy(val["x"]).to(device), torch.from_numpy(val["y"]).to(device)
+
+    augment = load_generated("gen/augment.py").augment
+    make_head = load_generated("gen/head.py").make_head
+    model = Net(tuple(config["input_shape"]), int(config["width"]), int(config["num_classes"]),
+                make_head).to(device)
+    channels_last = bool(config.get("channels_last")) and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    use_bf16 = bool(config.get("bf16")) and device.type == "cuda"
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(config["lr"]))
+    loss_fn = nn.CrossEntropyLoss()
+    batch_size = int(config["batch_size"])
+    generator = torch.Generator().manual_seed(seed)
+
+    samples = 0
+    start = time.perf_counter()
+    for epoch in range(int(config["epochs"])):
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        total_loss = 0.0
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            xb = augment(x_train[idx].clone()).to(device)
+            yb = y_train[idx].to(device)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = loss_fn(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss) * len(idx)
+            samples += len(idx)
+        model.eval()
+        with torch.no_grad():
+            val_acc = float((model(x_val).argmax(1) == y_val).float().mean())
+        reporter.metric("train_loss", total_loss / len(x_train), epoch)
+        reporter.metric("val_accuracy_telemetry", val_acc, epoch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    os.makedirs("out", exist_ok=True)
+    torch.save(model.state_dict(), "out/model.pt")
+    meta = {
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
+        "train_seconds": elapsed,
+        "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else 0,
+        "torch": torch.__version__,
+    }
+    write_json("out/meta.json", meta)
+    reporter.metric("samples_per_s", meta["samples_per_s"])
+    reporter.artifact("out/model.pt", os.path.getsize("out/model.pt"))
+    print(json.dumps(meta))
