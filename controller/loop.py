@@ -29,6 +29,7 @@ from controller.budget import (
 from controller.errors import BudgetExceededError, ControllerError
 from controller.plan import Arm, Hypothesis, ModuleCode, Plan
 from controller.registry import AttemptKind, AttemptRecord, BestSoFar, LimitHit, RunState, RunStore
+from controller.runlog import configure_run_logging
 from controller.scoring import InvalidPredictionsError, accuracy, is_suspect, load_predictions
 from controller.stats import ArmStats, compare, summarize
 from controller.tasks import Task
@@ -89,6 +90,7 @@ class ResearchLoop:
     def __init__(self, ctx: LoopContext) -> None:
         self.ctx = ctx
         self.store, self.state, self.task = ctx.store, ctx.state, ctx.task
+        configure_run_logging(ctx.store.root / "events.jsonl")
         self.log = structlog.get_logger("sandlab.loop").bind(run_id=ctx.state.run_id)
         self.index = ctx.store.attempt_index()
         self.last_good: dict[str, ModuleCode] = {

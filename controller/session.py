@@ -18,7 +18,6 @@ from controller.budget import Budget, IterationLimits
 from controller.errors import BadInputError
 from controller.loop import LoopContext, ResearchLoop, StagePolicies
 from controller.registry import RunConfig, RunState, RunStore
-from controller.runlog import configure_run_logging
 from controller.tasks import load_task
 from sandbox.backends import DockerBackendConfig, LocalBackendConfig
 from sandbox.base import Sandbox
@@ -58,7 +57,6 @@ def build_loop(
 ) -> ResearchLoop:
     """Wire a loop for a new or resumed run."""
     config = state.config
-    configure_run_logging(store.root / "events.jsonl")
     budget = Budget(config.budget_s, reserve_s=config.report_reserve_s, used_s=state.totals.wall_s,
                     max_cost_usd=config.max_cost_usd, spent_usd=state.totals.cost_usd)
     ctx = LoopContext(

@@ -1,0 +1,240 @@
+"""The loop's logic with a FakeSandbox: admission, limits, repairs, rollback, resume, integrity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.agents.base import GuardFailure
+from controller.agents.offline import OfflineAgent
+from controller.budget import Budget, IterationLimits
+from controller.loop import LoopContext, ResearchLoop
+from controller.plan import Hypothesis, ModuleCode
+from controller.registry import RunConfig, RunStore
+from controller.session import stage_policies
+from controller.tasks import Task, load_task
+from sandbox.events import ExceptionEvent, Frame, MetricEvent, StageEvent
+from sandbox.results import Status
+from tests.controller.fakes import Canned, FakeClock, FakeSandbox, kinds
+
+TASK = load_task("digits")
+
+
+def make_loop(
+    tmp_path: Path, sandbox: FakeSandbox, *, budget_s: float = 3600, reserve_s: float = 60,
+    limits: IterationLimits | None = None, agent: Any = None, seeds: int = 3, run_id: str = "r1",
+    max_cost: float | None = None,
+) -> ResearchLoop:
+    config = RunConfig(budget_s=budget_s, seeds=list(range(seeds)), report_reserve_s=reserve_s,
+                       max_cost_usd=max_cost)
+    runs = tmp_path / "runs"
+    try:
+        store = RunStore.open(runs, run_id)
+        state = store.load_state()
+    except Exception:
+        store, state = RunStore.create(runs, config, run_id)
+    budget = Budget(budget_s, reserve_s=reserve_s, used_s=state.totals.wall_s, clock=sandbox.clock,
+                    max_cost_usd=max_cost)
+    ctx = LoopContext(store=store, state=state, sandbox=sandbox, agent=agent or OfflineAgent(), task=TASK,
+                      policies=stage_policies(config), budget=budget, limits=limits or IterationLimits(),
+                      progress=lambda line: None)
+    return ResearchLoop(ctx)
+
+
+def test_a_full_run_fills_the_registry_and_reports_a_host_scored_test_number(tmp_path: Path) -> None:
+    sandbox = FakeSandbox()
+    loop = make_loop(tmp_path, sandbox)
+    state = loop.run()
+    root = loop.store.root
+    assert state.status == "finished"
+    for name in ("run.json", "plan.json", "events.jsonl", "best.json", "best_config.json", "aggregates.json",
+                 "report/summary.md", "journal.json"):
+        assert (root / name).is_file(), name
+    best = json.loads((root / "best.json").read_text())
+    assert best["split"] == "test" and best["scored_by"] == "host" and best["selected_on"] == "validation"
+    assert best["arm"].startswith(("novelty:wide-lr", "ablation:wide-lr", "novelty:shift-mlp+w64"))
+    assert best["value"] == pytest.approx(sum(best["per_seed"].values()) / 3)
+    plan = json.loads((root / "plan.json").read_text())
+    hyp = plan["hypotheses"][0]
+    assert {"metric", "success_threshold", "stopping_rule"} <= set(hyp)
+    attempt_dirs = sorted(p.name for p in (root / "attempts").iterdir())
+    assert attempt_dirs == [f"{n:04d}" for n in range(1, len(attempt_dirs) + 1)]
+    first = root / "attempts" / "0001"
+    assert {"attempt.json", "stdout.log", "stderr.log", "events.jsonl"} <= {p.name for p in first.iterdir()}
+    events = [json.loads(line) for line in (root / "events.jsonl").read_text().splitlines()]
+    finished = [e for e in events if e["event"] == "attempt.finished"]
+    assert finished and all(e["run_id"] == "r1" and "iteration" in e for e in finished[1:])
+    # the labels exist only in the host's data folder, never in an attempt folder
+    assert (root / "data" / "private" / "labels.json").is_file()
+    assert not list((root / "attempts").rglob("labels.json"))
+    # every arm is trained on 3 seeds with train and val data only
+    for kind, job, _ in sandbox.calls:
+        if kind in {"train", "guard", "predict"}:
+            assert not any("labels" in name or "test" in name for name in job.files if name != "inputs.npy")
+
+
+def test_test_split_is_evaluated_once_for_the_selected_configuration(tmp_path: Path) -> None:
+    sandbox = FakeSandbox()
+    make_loop(tmp_path, sandbox).run()
+    test_jobs = [job for kind, job, _ in sandbox.calls if kind == "predict" and job.files["inputs.npy"] == b"test-inputs"]
+    assert len(test_jobs) == 1
+    assert sorted(json.loads(test_jobs[0].files["config.json"])["models"]) == ["s0", "s1", "s2"]
+
+
+def test_admission_control_never_starts_a_job_that_does_not_fit(tmp_path: Path) -> None:
+    sandbox = FakeSandbox(job_seconds=20)
+    loop = make_loop(tmp_path, sandbox, budget_s=400, reserve_s=60)
+    starts: list[tuple[float, float]] = []
+    sandbox.on_run = lambda kind, job: starts.append((loop.ctx.budget.remaining_s(), 0.0))
+    state = loop.run()
+    for (kind, job, policy), (remaining, _) in zip(sandbox.calls, starts, strict=True):
+        if kind == "predict" and job.files["inputs.npy"] == b"test-inputs":
+            assert policy.timeout <= remaining  # the final test evaluation may use the reserve
+            continue
+        assert policy.timeout <= remaining - 60 + 1e-6, (kind, policy.timeout, remaining)
+        assert policy.timeout >= TASK.min_timeout
+    assert any(hit.limit == "budget.admission" for hit in state.limits_hit) or state.totals.wall_s <= 400
+    assert (loop.store.root / "report" / "summary.md").is_file()
+    assert state.totals.wall_s <= 400
+
+
+def test_iteration_attempt_limit_cuts_the_iteration_and_is_logged(tmp_path: Path) -> None:
+    sandbox = FakeSandbox()
+    loop = make_loop(tmp_path, sandbox, limits=IterationLimits(attempts=4))
+    state = loop.run()
+    hits = [h for h in state.limits_hit if h.limit == "iteration.attempts"]
+    assert hits and hits[0].iteration == 1
+    per_iteration = {}
+    for record in loop.store.attempts():
+        if record.kind == "test":
+            continue  # the final evaluation belongs to the report, not to an iteration
+        per_iteration[record.iteration] = per_iteration.get(record.iteration, 0) + 1
+    assert all(n <= 4 for it, n in per_iteration.items() if it >= 1)
+    events = (loop.store.root / "events.jsonl").read_text()
+    assert "limit.hit" in events
+
+
+def _failed_guard(stage: str = "smoke") -> Canned:
+    exc = ExceptionEvent(stage=stage, type="RuntimeError", message="mat1 and mat2 shapes cannot be multiplied",
+                         frames=[Frame(file="/workspace/gen/head.py", line=7, function="forward",
+                                       source="return self.fc(x)", generated=True)])
+    return Canned(status=Status.error, exit_code=1, events=[StageEvent(stage=stage, state="failed"), exc])
+
+
+class ScriptedRepairAgent(OfflineAgent):
+    """Offline planning, but repairs by returning a new module (recording what it was shown)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[GuardFailure] = []
+
+    def repair(self, task: Task, slot: str, hypothesis: Hypothesis, module: ModuleCode,
+               failure: GuardFailure, last_good: ModuleCode) -> ModuleCode:
+        self.failures.append(failure)
+        return ModuleCode(slot=slot, code=module.code + f"\n# repair {len(self.failures)}\n", origin="repair")
+
+
+def test_repairs_are_bounded_then_the_module_rolls_back(tmp_path: Path) -> None:
+    sandbox = FakeSandbox()
+    sandbox.script("guard", Canned(), _failed_guard(), _failed_guard(), _failed_guard())  # augment ok, head fails 3x
+    agent = ScriptedRepairAgent()
+    loop = make_loop(tmp_path, sandbox, agent=agent, limits=IterationLimits(repairs_per_module=2))
+    loop.ctx.state.config.seeds = [0]
+    state = loop.run()
+    assert len(agent.failures) == 2
+    assert agent.failures[0].stage == "smoke" and "> /workspace/gen/head.py:7" in agent.failures[0].traceback
+    assert state.totals.repairs == 2 and state.totals.rollbacks == 1
+    guards = [r for r in loop.store.attempts() if r.kind == "guard" and r.slot == "head" and r.iteration == 1]
+    assert len(guards) == 3
+    novelty = loop.arms["novelty:shift-mlp"]
+    assert novelty.modules["head"].code == TASK.baseline_code("head")
+
+
+def test_a_successful_repair_is_used(tmp_path: Path) -> None:
+    sandbox = FakeSandbox()
+    sandbox.script("guard", Canned(), _failed_guard("import"))
+    agent = ScriptedRepairAgent()
+    loop = make_loop(tmp_path, sandbox, agent=agent, seeds=1)
+    state = loop.run()
+    assert state.totals.repairs >= 1 and state.totals.rollbacks == 0
+    assert loop.arms["novelty:shift-mlp"].modules["head"].code.endswith("# repair 1\n")
+
+
+def test_offline_agent_repairs_by_rolling_back_to_the_last_good_module(tmp_path: Path) -> None:
+    sandbox = FakeSandbox()
+    sandbox.script("guard", Canned(), _failed_guard())
+    loop = make_loop(tmp_path, sandbox, seeds=1)
+    state = loop.run()
+    assert state.totals.rollbacks >= 1
+    assert loop.arms["novelty:shift-mlp"].modules["head"].origin == "rollback"
+
+
+def test_resume_after_a_crash_loses_nothing_and_reruns_nothing(tmp_path: Path) -> None:
+    reference = FakeSandbox()
+    make_loop(tmp_path / "ref", reference, seeds=2).run()
+    crashing = FakeSandbox()
+    crashing.fail_after = 9
+    with pytest.raises(RuntimeError, match="crashed"):
+        make_loop(tmp_path, crashing, seeds=2).run()
+    store = RunStore.open(tmp_path / "runs", "r1")
+    before = {r.key: r.number for r in store.attempts()}
+    assert len(before) == 9
+    resumed = FakeSandbox()
+    loop = make_loop(tmp_path, resumed, seeds=2)
+    state = loop.run()
+    after = {r.key: r.number for r in loop.store.attempts()}
+    assert all(after[key] == number for key, number in before.items())  # nothing lost
+    assert len(resumed.calls) == len(reference.calls) - 9  # nothing rerun
+    assert len(after) == len(reference.calls)
+    assert state.status == "finished"
+
+
+def test_a_suspect_claim_and_invalid_predictions_are_flagged(tmp_path: Path) -> None:
+    sandbox = FakeSandbox()
+    bogus = Canned(files={"out/model.pt": __import__("struct").pack("d", 0.81)},
+                   events=[MetricEvent(name="accuracy", value=1.0)])
+    sandbox.script("train", bogus)
+    sandbox.script("predict", Canned(), Canned(files={"out/predictions.json": b'{"predictions": {"s1": [1, 2]}}'}))
+    loop = make_loop(tmp_path, sandbox, seeds=3)
+    loop.run()
+    records = loop.store.attempts()
+    # first eval wrote nothing: invalid predictions; second: wrong shape
+    evals = [r for r in records if r.kind == "eval"]
+    assert evals[0].status == "error" and "invalid_predictions" in (evals[0].reason or "")
+    assert evals[1].status == "error" and "wrong shape" in (evals[1].reason or "")
+    trains = [r for r in records if r.kind == "train"]
+    assert trains[0].status == "ok"
+
+
+def test_cost_cap_stops_the_run_and_still_reports(tmp_path: Path) -> None:
+    class PricedAgent(OfflineAgent):
+        def __init__(self) -> None:
+            super().__init__()
+            from controller.llm import LLMUsage
+
+            self.usage = LLMUsage()
+
+        def write_module(self, task: Task, slot: str, hypothesis: Hypothesis) -> ModuleCode:
+            self.usage.cost_usd += 0.6
+            self.usage.prompt_tokens += 1000
+            return super().write_module(task, slot, hypothesis)
+
+    sandbox = FakeSandbox()
+    loop = make_loop(tmp_path, sandbox, agent=PricedAgent(), max_cost=1.0)
+    state = loop.run()
+    assert state.totals.llm_cost_usd == pytest.approx(1.2)
+    assert any(h.limit == "budget" and "cost cap" in h.detail for h in state.limits_hit)
+    assert (loop.store.root / "report" / "summary.md").is_file()
+
+
+def test_stop_request_ends_the_run_gracefully(tmp_path: Path) -> None:
+    sandbox = FakeSandbox()
+    loop = make_loop(tmp_path, sandbox)
+    sandbox.on_run = lambda kind, job: loop.store.request_stop() if len(sandbox.calls) == 6 else None
+    state = loop.run()
+    assert state.status == "stopped"
+    assert len([c for c in sandbox.calls if c[0] == "train"]) <= 3
+    assert (loop.store.root / "best.json").is_file()
