@@ -126,7 +126,7 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")], 
     if state.status in {"finished", "stopped"}:
         msg = f"run {run_id} already {state.status}; see `controller report {run_id}` or start a new run"
         raise BadInputError(msg)
-    _reap_for(run_id)
+    _reap_for(None)  # every container whose owner died, this run's included
     raise typer.Exit(_run_loop(store, resume=True))
 
 

@@ -163,16 +163,24 @@ def _describe(error: BaseException) -> str:
 
 
 def extract_json(text: str) -> Any:
-    """The first JSON object in `text`, tolerating ```json fences and surrounding prose."""
+    """The first JSON object in `text`, tolerating ```json fences and surrounding prose.
+
+    A fenced block is tried first; if it holds no JSON object (the fence was inside a
+    code string, say), the whole reply is scanned.
+    """
     fenced = JSON_FENCE.search(text)
-    candidate = fenced.group(1) if fenced else text
+    candidates = [fenced.group(1), text] if fenced else [text]
     decoder = json.JSONDecoder()
     first_error: json.JSONDecodeError | None = None
-    for start in (i for i, char in enumerate(candidate) if char == "{"):
-        try:
-            return decoder.raw_decode(candidate, start)[0]
-        except json.JSONDecodeError as error:
-            first_error = first_error or error
+    for candidate in candidates:
+        for start in (i for i, char in enumerate(candidate) if char == "{"):
+            try:
+                value = decoder.raw_decode(candidate, start)[0]
+            except json.JSONDecodeError as error:
+                first_error = first_error or error
+                continue
+            if isinstance(value, dict):
+                return value
     if first_error is not None:
         raise first_error
     msg = "no JSON object found in the reply"

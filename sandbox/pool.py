@@ -36,7 +36,7 @@ def warm_command(preload: tuple[str, ...]) -> list[str]:
 class WarmPool:
     """Keeps up to `size` warm containers per shape; refills in the background."""
 
-    def __init__(self, create: Callable[[Policy, list[int], list[str]], str], remove: Callable[[str], None],
+    def __init__(self, create: Callable[[Policy, list[int], list[str], str], str], remove: Callable[[str], None],
                  size: int, preload: tuple[str, ...] = DEFAULT_PRELOAD) -> None:
         self._create = create
         self._remove = remove
@@ -47,7 +47,7 @@ class WarmPool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def take(self, policy: Policy, gpu_ids: list[int]) -> str | None:
+    def take(self, policy: Policy, gpu_ids: list[int], run_id: str = "pool") -> str | None:
         """A warm container for this shape, or None (and start warming some for next time)."""
         key = pool_key(policy, gpu_ids)
         with self._lock:
@@ -56,13 +56,13 @@ class WarmPool:
             missing = self.size - len(ready) - self._filling.get(key, 0)
             self._filling[key] = self._filling.get(key, 0) + max(missing, 0)
         for _ in range(max(missing, 0)):
-            threading.Thread(target=self._fill, args=(key, policy, gpu_ids), daemon=True).start()
+            threading.Thread(target=self._fill, args=(key, policy, gpu_ids, run_id), daemon=True).start()
         return container_id
 
-    def _fill(self, key: str, policy: Policy, gpu_ids: list[int]) -> None:
+    def _fill(self, key: str, policy: Policy, gpu_ids: list[int], run_id: str) -> None:
         container_id: str | None = None
         try:
-            container_id = self._create(policy, gpu_ids, warm_command(self.preload))
+            container_id = self._create(policy, gpu_ids, warm_command(self.preload), run_id)
         except Exception:  # noqa: BLE001 - a failed warm-up only costs the speed-up
             container_id = None
         with self._lock:

@@ -104,7 +104,7 @@ class OfflineAgent(Agent):
         if supported:
             # Build on the latest success: keep its components, add the next untried tweak.
             base = supported[-1].hypothesis
-            combined_id = f"{base.id}+w64"[:48]
+            combined_id = f"{base.id[:44]}-w64"
             if combined_id not in tried and "width" not in base.hyper:
                 return Hypothesis(
                     id=combined_id,

@@ -161,7 +161,7 @@ class DockerSandbox(Sandbox):
         out, err = CappedBuffer(int(policy.output_cap)), CappedBuffer(int(policy.output_cap))
         try:
             gpu_ids = resolve_gpu_ids(policy)
-            container_id = self.pool.take(policy, gpu_ids) if self.pool is not None else None
+            container_id = self.pool.take(policy, gpu_ids, job.run_id) if self.pool is not None else None
             warm = container_id is not None
             if container_id is None:
                 container_id = self._create(job, policy, gpu_ids)
@@ -231,9 +231,10 @@ class DockerSandbox(Sandbox):
         container.start()
         return str(container.id)
 
-    def _create_pooled(self, policy: Policy, gpu_ids: list[int], command: list[str]) -> str:
+    def _create_pooled(self, policy: Policy, gpu_ids: list[int], command: list[str], run_id: str) -> str:
         """A started container for the pool; it is not active until a job takes it."""
-        container_id = self._create(Job(command=["true"], run_id="pool", attempt="pool"), policy, gpu_ids, command)
+        placeholder = Job(command=["true"], run_id=run_id, attempt="pool")
+        container_id = self._create(placeholder, policy, gpu_ids, command)
         with self._lock:
             self._active.discard(container_id)
         return container_id

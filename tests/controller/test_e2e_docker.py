@@ -1,0 +1,112 @@
+"""End to end with real Docker: a whole run, and kill -9 then resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox import labels
+
+pytestmark = pytest.mark.docker
+CONTROLLER = [sys.executable, "-m", "controller"]
+SLACK_S = 45
+
+
+def _containers(client: Any, run_id: str) -> list[Any]:
+    return client.containers.list(all=True, filters={"label": f"{labels.RUN}={run_id}"})
+
+
+def _pool_containers_of(client: Any, pid: int) -> list[Any]:
+    return client.containers.list(all=True, filters={"label": f"{labels.OWNER_PID}={pid}"})
+
+
+def _orphans(client: Any) -> list[Any]:
+    from sandbox.reaper import owner_is_alive
+
+    every = client.containers.list(all=True, filters={"label": labels.ATTEMPT})
+    return [c for c in every if not owner_is_alive(c.labels or {})]
+
+
+def _check_registry(root: Path) -> dict[str, Any]:
+    for name in ("run.json", "plan.json", "events.jsonl", "best.json", "best_config.json",
+                 "aggregates.json", "report/summary.md"):
+        assert (root / name).is_file(), name
+    best = json.loads((root / "best.json").read_text())
+    assert best["scored_by"] == "host" and best["split"] == "test"
+    test_attempt = root / "attempts" / f"{best['attempts']['test']:04d}" / "attempt.json"
+    record = json.loads(test_attempt.read_text())
+    assert record["kind"] == "test" and record["score_split"] == "test"
+    assert best["value"] == pytest.approx(record["host_score"])
+    assert best["value"] > 0.8
+    for number in best["attempts"]["train"]:
+        assert (root / "attempts" / f"{number:04d}" / "outputs" / "out" / "model.pt").is_file()
+    return best
+
+
+def test_start_finishes_within_budget_with_a_complete_registry(tmp_path: Path, docker_client: Any) -> None:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [*CONTROLLER, "start", "--budget", "3m", "--agent", "offline", "--task", "digits",
+         "--runs-dir", str(tmp_path), "--run-id", "e2e"],
+        capture_output=True, text=True, timeout=180 + 120, check=False,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert elapsed < 180 + SLACK_S, elapsed
+    root = tmp_path / "e2e"
+    _check_registry(root)
+    state = json.loads((root / "run.json").read_text())
+    assert state["status"] == "finished" and state["totals"]["attempts"] >= 10
+    assert _containers(docker_client, "e2e") == []
+    assert _orphans(docker_client) == []
+    # the CLI views read the registry
+    view = subprocess.run([*CONTROLLER, "attempts", "e2e", "--runs-dir", str(tmp_path)],
+                          capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"})
+    assert "train" in view.stdout and "guard" in view.stdout
+    logs = subprocess.run([*CONTROLLER, "logs", "e2e", "--attempt", "4", "--runs-dir", str(tmp_path)],
+                          capture_output=True, text=True, check=True)
+    assert "samples_per_s" in logs.stdout
+    status = subprocess.run([*CONTROLLER, "status", "e2e", "--runs-dir", str(tmp_path)],
+                            capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"})
+    assert "finished" in status.stdout and "best so far" in status.stdout
+
+
+def test_kill_9_then_resume_loses_nothing_and_leaks_nothing(tmp_path: Path, docker_client: Any) -> None:
+    proc = subprocess.Popen(
+        [*CONTROLLER, "start", "--budget", "150s", "--seeds", "2", "--runs-dir", str(tmp_path), "--run-id", "crash"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    root = tmp_path / "crash"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if len(list((root / "attempts").glob("[0-9][0-9][0-9][0-9]"))) >= 6:
+            break
+        time.sleep(0.5)
+    time.sleep(1.5)  # be inside an attempt, most likely
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.name: (p / "attempt.json").read_bytes() for p in (root / "attempts").glob("[0-9][0-9][0-9][0-9]")}
+    assert len(before) >= 6
+    keys_before = {json.loads(v)["key"] for v in before.values()}
+    resumed = subprocess.run([*CONTROLLER, "resume", "crash", "--runs-dir", str(tmp_path)],
+                             capture_output=True, text=True, timeout=400, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = {p.name: (p / "attempt.json").read_bytes() for p in (root / "attempts").glob("[0-9][0-9][0-9][0-9]")}
+    for name, data in before.items():
+        assert after[name] == data  # every finished attempt kept, untouched
+    keys_after = [json.loads(v)["key"] for v in after.values()]
+    assert len(keys_after) == len(set(keys_after))  # none rerun
+    assert keys_before <= set(keys_after)
+    state = json.loads((root / "run.json").read_text())
+    assert state["status"] == "finished" and state["resumes"] == 1
+    _check_registry(root)
+    assert _containers(docker_client, "crash") == []
+    assert _pool_containers_of(docker_client, proc.pid) == []
