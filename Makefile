@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 ## make run: set everything up, check the machine, then run sandlab on its defaults.
 run: setup
 	$(BIN)/controller doctor
-	$(BIN)/controller sandbox exec -- python3 -c "import torch, sklearn; print('torch', torch.__version__, 'in a sandbox: ok')"
+	$(BIN)/controller start --budget 5m --agent offline --task digits
 
 ## make test: set everything up, then lint, type-check and run the whole suite (docker tests included).
 test: setup lint typecheck pytest

@@ -32,8 +32,13 @@ class Budget:
     """Wall-clock deadline and dollar cap for the whole run (resume continues the clock)."""
 
     def __init__(
-        self, wall_s: float, *, reserve_s: float, used_s: float = 0.0,
-        max_cost_usd: float | None = None, spent_usd: float = 0.0,
+        self,
+        wall_s: float,
+        *,
+        reserve_s: float,
+        used_s: float = 0.0,
+        max_cost_usd: float | None = None,
+        spent_usd: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.wall_s = wall_s
@@ -59,8 +64,10 @@ class Budget:
         available = self.remaining_s() - self.reserve_s
         clipped = min(timeout_s, available)
         if clipped < min_timeout_s:
-            msg = (f"a job needs at least {min_timeout_s:.0f}s but only {max(available, 0):.0f}s "
-                   f"remain before the {self.reserve_s:.0f}s report reserve")
+            msg = (
+                f"a job needs at least {min_timeout_s:.0f}s but only {max(available, 0):.0f}s "
+                f"remain before the {self.reserve_s:.0f}s report reserve"
+            )
             raise AdmissionRefusedError(msg)
         return clipped
 
@@ -119,12 +126,17 @@ class IterationMeter:
         limits = self.limits
         elapsed = self._clock() - self._start
         if elapsed >= limits.wall_s:
-            raise IterationLimitError("iteration.wall_s", f"{elapsed:.0f}s >= {limits.wall_s:.0f}s")
+            msg = "iteration.wall_s"
+            raise IterationLimitError(msg, f"{elapsed:.0f}s >= {limits.wall_s:.0f}s")
         if self.attempts >= limits.attempts:
-            raise IterationLimitError("iteration.attempts", f"{self.attempts} >= {limits.attempts}")
+            msg = "iteration.attempts"
+            raise IterationLimitError(msg, f"{self.attempts} >= {limits.attempts}")
         if self.gpu_s >= limits.gpu_s:
-            raise IterationLimitError("iteration.gpu_s", f"{self.gpu_s:.0f} >= {limits.gpu_s:.0f}")
+            msg = "iteration.gpu_s"
+            raise IterationLimitError(msg, f"{self.gpu_s:.0f} >= {limits.gpu_s:.0f}")
         if self.cost_usd >= limits.cost_usd:
-            raise IterationLimitError("iteration.cost_usd", f"${self.cost_usd:.4f} >= ${limits.cost_usd:.2f}")
+            msg = "iteration.cost_usd"
+            raise IterationLimitError(msg, f"${self.cost_usd:.4f} >= ${limits.cost_usd:.2f}")
         if self.tokens >= limits.tokens:
-            raise IterationLimitError("iteration.tokens", f"{self.tokens} >= {limits.tokens}")
+            msg = "iteration.tokens"
+            raise IterationLimitError(msg, f"{self.tokens} >= {limits.tokens}")

@@ -5,18 +5,14 @@ Bad input gets one line naming the fix and exit status 2, never a traceback.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from typer.exceptions import Abort, TyperException
 from rich.table import Table
-
-from controller.errors import BadInputError, ControllerError
-from sandbox.errors import SandboxError
+from typer.exceptions import Abort, TyperException
 
 from controller.cli_common import (
     DEFAULT_RUNS_DIR,
@@ -28,6 +24,8 @@ from controller.cli_common import (
     parse_duration_arg,
     sandbox_app,
 )
+from controller.errors import BadInputError, ControllerError
+from sandbox.errors import SandboxError
 
 # -- sandbox exec -----------------------------------------------------------------------
 
@@ -48,13 +46,19 @@ def _parse_gpus(text: str | None) -> int | list[int] | None:
 def sandbox_exec(
     command: Annotated[list[str], typer.Argument(help="The command, after `--`.", show_default=False)],
     policy: Annotated[str, typer.Option(help="Policy name (policies/NAME.yaml) or path.")] = "default",
-    workspace: Annotated[Path | None, typer.Option(help="Folder staged into /workspace.", exists=True, file_okay=False)] = None,
-    outputs: Annotated[Path | None, typer.Option(help="Copy the workspace back here afterwards.", file_okay=False)] = None,
+    workspace: Annotated[
+        Path | None, typer.Option(help="Folder staged into /workspace.", exists=True, file_okay=False)
+    ] = None,
+    outputs: Annotated[
+        Path | None, typer.Option(help="Copy the workspace back here afterwards.", file_okay=False)
+    ] = None,
     timeout: Annotated[str | None, typer.Option(help="Override the policy's timeout, e.g. 90s.")] = None,
     gpus: Annotated[str | None, typer.Option(help="GPU count or device ids (0,2).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one AttemptResult JSON object.")] = False,
     backend: Annotated[str, typer.Option(help="docker or local.")] = "docker",
-    allow_weaker: Annotated[bool, typer.Option(help="Let the local backend run policies it cannot fully enforce.")] = False,
+    allow_weaker: Annotated[
+        bool, typer.Option(help="Let the local backend run policies it cannot fully enforce.")
+    ] = False,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
 ) -> None:
     """Run one command in a disposable container. Exit 0 ok, 1 failed, 2 bad input or infrastructure."""
@@ -71,20 +75,23 @@ def sandbox_exec(
         overrides["gpus"] = parsed_gpus
     loaded = loaded.with_overrides(**overrides) if overrides else loaded
     sandbox = _make_sandbox(backend, allow_weaker)
-    job = Job(command=command, workspace=workspace, outputs_dir=outputs, run_id="exec",
-              attempt=str(os.getpid()))
+    job = Job(command=command, workspace=workspace, outputs_dir=outputs, run_id="exec", attempt=str(os.getpid()))
     try:
         result = sandbox.run(job, loaded)
     finally:
         sandbox.close()
     if json_output:
-        out.print_json(result.model_dump_json(), highlight=False) if sys.stdout.isatty() else print(result.model_dump_json())
+        out.print_json(result.model_dump_json(), highlight=False) if sys.stdout.isatty() else print(
+            result.model_dump_json()
+        )
     else:
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
         colour = "green" if result.ok else "red"
-        console.print(f"[{colour}]{result.status}[/] exit={result.exit_code} {result.reason or ''} "
-                      f"({result.duration_s:.2f}s)", highlight=False)
+        console.print(
+            f"[{colour}]{result.status}[/] exit={result.exit_code} {result.reason or ''} ({result.duration_s:.2f}s)",
+            highlight=False,
+        )
     if result.status is Status.infra_error:
         if not json_output:
             console.print(f"[bold red]error:[/] {result.reason}", highlight=False)
@@ -108,7 +115,13 @@ def _make_sandbox(backend: str, allow_weaker: bool):  # type: ignore[no-untyped-
 
 @images_app.command("build")
 def images_build(
-    offline: Annotated[bool | None, typer.Option("--offline/--online", help="Force air-gapped mode (default: chosen by itself when the base cannot be pulled).")] = None,
+    offline: Annotated[
+        bool | None,
+        typer.Option(
+            "--offline/--online",
+            help="Force air-gapped mode (default: chosen by itself when the base cannot be pulled).",
+        ),
+    ] = None,
     base_image: Annotated[str | None, typer.Option(help="Base image to build on.")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when the inputs are unchanged.")] = False,
     runner_only: Annotated[bool, typer.Option(help="Build only sandlab-runner.")] = False,
@@ -121,12 +134,12 @@ def images_build(
     client = connect()
     only = (RUNNER,) if runner_only else (RUNNER, CONTROLLER)
     with console.status("building images") as status:
+
         def progress(line: str) -> None:
             console.print(f"  {line}", highlight=False, markup=False)
             status.update(line[:100])
 
-        outcome = build_all(client, offline=offline, base_image=base_image, force=force,
-                            progress=progress, only=only)
+        outcome = build_all(client, offline=offline, base_image=base_image, force=force, progress=progress, only=only)
     for tag, what in outcome:
         out.print(f"{tag}: {what}")
 
@@ -161,8 +174,10 @@ def reap(
     from sandbox.reaper import reap_orphans
 
     report = reap_orphans(connect(), run_id=run_id)
-    out.print(f"removed {len(report.removed)} orphaned container(s); kept {report.kept_live_owner} "
-              f"with a live owner and {report.kept_other_host} from other hosts")
+    out.print(
+        f"removed {len(report.removed)} orphaned container(s); kept {report.kept_live_owner} "
+        f"with a live owner and {report.kept_other_host} from other hosts"
+    )
 
 
 # Registers start, resume, stop, status, attempts, logs, report and rerun on `app`.
@@ -182,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             print(ctx.get_help(), file=sys.stderr)
         else:
             where = ctx.command_path if ctx is not None else "controller"
-            console.print(f"[bold red]error:[/] {exc.format_message()} (see `{where} --help`)",
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"[bold red]error:[/] {exc.format_message()} (see `{where} --help`)", highlight=False, soft_wrap=True
+            )
         code = 2
     except Abort:
         console.print("[yellow]interrupted[/]")
@@ -197,9 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("SANDLAB_DEBUG"):
             raise
-        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
-                      "(a sandlab bug; rerun with SANDLAB_DEBUG=1 for the traceback and report it)",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+            "(a sandlab bug; rerun with SANDLAB_DEBUG=1 for the traceback and report it)",
+            highlight=False,
+            soft_wrap=True,
+        )
         code = 2
     if isinstance(code, int):
         return code

@@ -28,11 +28,9 @@ out = Console()
 
 RunsDir = Annotated[
     Path,
-    typer.Option("--runs-dir", envvar="SANDLAB_RUNS_DIR", help="Run registry folder.",
-                 file_okay=False),
+    typer.Option("--runs-dir", envvar="SANDLAB_RUNS_DIR", help="Run registry folder.", file_okay=False),
 ]
 DEFAULT_RUNS_DIR = Path("runs")
-
 
 
 def parse_duration_arg(text: str, flag: str) -> float:

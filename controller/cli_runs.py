@@ -13,7 +13,15 @@ import typer
 from rich.live import Live
 from rich.markdown import Markdown
 
-from controller.cli_common import DEFAULT_RUNS_DIR, RunsDir, app, console, out, parse_duration_arg, parse_usd
+from controller.cli_common import (
+    DEFAULT_RUNS_DIR,
+    RunsDir,
+    app,
+    console,
+    out,
+    parse_duration_arg,
+    parse_usd,
+)
 from controller.errors import BadInputError
 from controller.registry import RunConfig, RunStore
 from controller.session import build_loop, claim, make_sandbox, owner_alive, signals_interrupt
@@ -36,7 +44,7 @@ def _reap_for(run_id: str | None) -> None:
         from sandbox.reaper import reap_orphans
 
         report = reap_orphans(connect(timeout=10), run_id=run_id)
-    except Exception:  # noqa: BLE001 - reaping is best effort here; `controller reap` reports
+    except Exception:
         return
     if report.removed:
         console.print(f"reaped {len(report.removed)} orphaned container(s)")
@@ -56,8 +64,10 @@ def _run_loop(store: RunStore, state_config: RunConfig | None = None, *, resume:
     sandbox = make_sandbox(state.config)
     start = time.monotonic()
     loop = build_loop(store, state, sandbox, _progress_printer(start))
-    console.print(f"run [bold]{state.run_id}[/] in {store.root}  (budget {state.config.budget_s:.0f}s, "
-                  f"agent {state.config.agent}, task {state.config.task})")
+    console.print(
+        f"run [bold]{state.run_id}[/] in {store.root}  (budget {state.config.budget_s:.0f}s, "
+        f"agent {state.config.agent}, task {state.config.task})"
+    )
     from controller.loop import InterruptedRunError
 
     try:
@@ -70,8 +80,11 @@ def _run_loop(store: RunStore, state_config: RunConfig | None = None, *, resume:
         sandbox.close()
     best = store.read("best.json") or {}
     value = best.get("value")
-    line = f"best {best.get('metric')}: {value:.4f} on the test split ({best.get('arm')})" if value is not None \
+    line = (
+        f"best {best.get('metric')}: {value:.4f} on the test split ({best.get('arm')})"
+        if value is not None
         else f"no test result ({best.get('reason', 'see the report')})"
+    )
     console.print(f"[green]{final.status}[/] after {final.totals.attempts} attempts; {line}")
     out.print(f"report: {store.root / 'report' / 'summary.md'}")
     return 0
@@ -86,7 +99,9 @@ def start(
     model: Annotated[str | None, typer.Option(help="LLM model name for --agent llm.")] = None,
     seeds: Annotated[int, typer.Option(min=1, max=20, help="Seeds per arm.")] = 3,
     backend: Annotated[str, typer.Option(help="docker (default) or local (no engine; weaker isolation).")] = "docker",
-    allow_weaker: Annotated[bool, typer.Option(help="Let the local backend run policies it cannot fully enforce.")] = False,
+    allow_weaker: Annotated[
+        bool, typer.Option(help="Let the local backend run policies it cannot fully enforce.")
+    ] = False,
     gpus: Annotated[int, typer.Option(min=0, help="GPUs per training job.")] = 0,
     gpu_usd_per_hour: Annotated[float, typer.Option(min=0, help="Rate charged per GPU-hour against --max-cost.")] = 0.0,
     run_id: Annotated[str | None, typer.Option(help="Name the run (default: time plus a random suffix).")] = None,
@@ -106,17 +121,31 @@ def start(
         raise BadInputError(msg)
     load_task(task)
     reserve = min(90.0, max(30.0, budget_s * 0.2))
-    config = RunConfig(task=task, agent=agent, model=model, budget_s=budget_s, max_cost_usd=cost,  # type: ignore[arg-type]
-                       gpu_usd_per_hour=gpu_usd_per_hour, seeds=list(range(seeds)), backend=backend,  # type: ignore[arg-type]
-                       allow_weaker=allow_weaker, gpus=gpus, report_reserve_s=reserve)
-    make_sandbox(config.model_copy(update={"pool_size": 0})).close()  # fail fast (one line, exit 2) before creating the run
+    config = RunConfig(
+        task=task,
+        agent=agent,
+        model=model,
+        budget_s=budget_s,
+        max_cost_usd=cost,
+        gpu_usd_per_hour=gpu_usd_per_hour,
+        seeds=list(range(seeds)),
+        backend=backend,
+        allow_weaker=allow_weaker,
+        gpus=gpus,
+        report_reserve_s=reserve,
+    )
+    make_sandbox(
+        config.model_copy(update={"pool_size": 0})
+    ).close()  # fail fast (one line, exit 2) before creating the run
     _reap_for(None)
     store, _ = RunStore.create(runs_dir, config, run_id)
     raise typer.Exit(_run_loop(store))
 
 
 @app.command()
-def resume(run_id: Annotated[str, typer.Argument(help="The run to continue.")], runs_dir: RunsDir = DEFAULT_RUNS_DIR) -> None:
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue.")], runs_dir: RunsDir = DEFAULT_RUNS_DIR
+) -> None:
     """Continue a run after a crash, kill -9 or interrupt: finished attempts are kept, none rerun."""
     store = RunStore.open(runs_dir, run_id)
     state = store.load_state()
@@ -189,8 +218,10 @@ def logs(
     while not (folder / "attempt.json").is_file():
         if not follow or not _running(store):
             known = [r.number for r in store.attempts()]
-            msg = (f"attempt {attempt} of {run_id} has not finished; attempts so far: "
-                   f"{known[0] if known else 0}..{known[-1] if known else 0} (use --follow to wait)")
+            msg = (
+                f"attempt {attempt} of {run_id} has not finished; attempts so far: "
+                f"{known[0] if known else 0}..{known[-1] if known else 0} (use --follow to wait)"
+            )
             raise BadInputError(msg)
         time.sleep(LIVE_REFRESH_S)
     text = (folder / name).read_text(errors="replace")
@@ -228,5 +259,7 @@ def report(run_id: Annotated[str, typer.Argument(help="The run.")], runs_dir: Ru
         msg = f"run {run_id} has no report yet (status {state.status}); `controller resume {run_id}` finishes it"
         raise BadInputError(msg)
     out.print(Markdown(summary.read_text()))
-    out.print(f"\nfiles: {store.root} (best.json, best_config.json, aggregates.json, report/)  "
-              f"[dim]{datetime.now(UTC):%H:%M:%S}[/]")
+    out.print(
+        f"\nfiles: {store.root} (best.json, best_config.json, aggregates.json, report/)  "
+        f"[dim]{datetime.now(UTC):%H:%M:%S}[/]"
+    )

@@ -97,8 +97,7 @@ class PriceTable(BaseModel):
     def cost_usd(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         """Dollar cost of one call."""
         price = self.price_for(model)
-        spent = (prompt_tokens * price.input_usd_per_mtok
-                 + completion_tokens * price.output_usd_per_mtok)
+        spent = prompt_tokens * price.input_usd_per_mtok + completion_tokens * price.output_usd_per_mtok
         return spent / TOKENS_PER_MILLION
 
 
@@ -214,14 +213,14 @@ class LLMClient:
         self.on_usage = on_usage
         self.usage = LLMUsage()
         key = api_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_API_KEY
-        self.client = openai.OpenAI(
-            base_url=self.base_url, api_key=key, max_retries=0, timeout=timeout_s
-        )
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=timeout_s)
 
     def complete(self, messages: Sequence[ChatMessage]) -> str:
         """The assistant's reply text, from the cache if this exact request was made before."""
         request: dict[str, Any] = {
-            "model": self.model, "messages": list(messages), "temperature": self.temperature,
+            "model": self.model,
+            "messages": list(messages),
+            "temperature": self.temperature,
         }
         key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         cached = self._cache_read(key)
@@ -236,9 +235,7 @@ class LLMClient:
         self._cache_write(key, request, text)
         return text
 
-    def complete_structured(
-        self, messages: Sequence[ChatMessage], schema: type[T], *, max_repairs: int = 2
-    ) -> T:
+    def complete_structured(self, messages: Sequence[ChatMessage], schema: type[T], *, max_repairs: int = 2) -> T:
         """A reply validated as `schema`; invalid replies are sent back with the error."""
         instruction = (
             "Reply with exactly one JSON object and nothing else. It must validate against "
@@ -255,12 +252,16 @@ class LLMClient:
             log.info("llm_output_invalid", schema=schema.__name__, error=problem)
             conversation += [
                 {"role": "assistant", "content": reply},
-                {"role": "user", "content": f"That reply was invalid:\n{problem}\nReply again "
-                 "with only the corrected JSON object."},
+                {
+                    "role": "user",
+                    "content": f"That reply was invalid:\n{problem}\nReply again with only the corrected JSON object.",
+                },
             ]
         first_line = problem.splitlines()[0] if problem else "no reply"
-        msg = (f"model {self.model} gave no valid {schema.__name__} after {max_repairs + 1} "
-               f"tries ({first_line}); try a stronger model or use --agent offline")
+        msg = (
+            f"model {self.model} gave no valid {schema.__name__} after {max_repairs + 1} "
+            f"tries ({first_line}); try a stronger model or use --agent offline"
+        )
         raise LLMOutputError(msg)
 
     def _call(self, request: dict[str, Any]) -> tuple[str, LLMUsage]:
@@ -271,7 +272,8 @@ class LLMClient:
         """
         delta = LLMUsage(calls=1)
         backoff = wait_exponential_jitter(
-            multiplier=self.retry.backoff_base_s, max=self.retry.backoff_max_s,
+            multiplier=self.retry.backoff_base_s,
+            max=self.retry.backoff_max_s,
             jitter=self.retry.backoff_base_s,
         )
 
@@ -289,12 +291,17 @@ class LLMClient:
             log.warning("llm_retry", attempt=state.attempt_number, error=reason)
 
         retrying = Retrying(
-            retry=retry_if_exception(_is_transient), stop=stop_after_attempt(self.retry.attempts),
-            wait=wait_s, before_sleep=count_retry, reraise=True,
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=wait_s,
+            before_sleep=count_retry,
+            reraise=True,
         )
+
         def send() -> ChatCompletion:
             return self.client.chat.completions.create(
-                model=request["model"], temperature=request["temperature"],
+                model=request["model"],
+                temperature=request["temperature"],
                 messages=cast("list[Any]", request["messages"]),
             )
 
@@ -303,8 +310,10 @@ class LLMClient:
         except openai.APIStatusError as error:
             if _is_transient(error):
                 raise self._unavailable(error) from error
-            msg = (f"LLM endpoint {self.base_url} refused the request ({_describe(error)}: "
-                   f"{error.message.splitlines()[0]}); check the model name and OPENAI_API_KEY")
+            msg = (
+                f"LLM endpoint {self.base_url} refused the request ({_describe(error)}: "
+                f"{error.message.splitlines()[0]}); check the model name and OPENAI_API_KEY"
+            )
             raise LLMRequestError(msg) from error
         except openai.APIConnectionError as error:
             raise self._unavailable(error) from error
@@ -316,15 +325,15 @@ class LLMClient:
             prompt_chars = sum(len(m["content"]) for m in request["messages"])
             delta.prompt_tokens = prompt_chars // CHARS_PER_TOKEN_ESTIMATE
             delta.completion_tokens = len(text) // CHARS_PER_TOKEN_ESTIMATE
-        delta.cost_usd = self.prices.cost_usd(
-            self.model, delta.prompt_tokens, delta.completion_tokens
-        )
+        delta.cost_usd = self.prices.cost_usd(self.model, delta.prompt_tokens, delta.completion_tokens)
         self.usage.add(delta.model_copy(update={"retries": 0}))  # retries were counted live
         return text, delta
 
     def _unavailable(self, error: BaseException) -> LLMUnavailableError:
-        msg = (f"LLM endpoint {self.base_url} unreachable after {self.retry.attempts} tries "
-               f"({_describe(error)}); check OPENAI_BASE_URL or use --agent offline")
+        msg = (
+            f"LLM endpoint {self.base_url} unreachable after {self.retry.attempts} tries "
+            f"({_describe(error)}); check OPENAI_BASE_URL or use --agent offline"
+        )
         return LLMUnavailableError(msg)
 
     def _cache_read(self, key: str) -> str | None:

@@ -94,8 +94,7 @@ class ResearchLoop:
         self.log = structlog.get_logger("sandlab.loop").bind(run_id=ctx.state.run_id)
         self.index = ctx.store.attempt_index()
         self.last_good: dict[str, ModuleCode] = {
-            slot: ModuleCode(slot=slot, code=ctx.task.baseline_code(slot), origin="baseline")
-            for slot in ctx.task.slots
+            slot: ModuleCode(slot=slot, code=ctx.task.baseline_code(slot), origin="baseline") for slot in ctx.task.slots
         }
         self.arms: dict[str, Arm] = {}
         self.scores: dict[str, dict[int, AttemptRecord]] = {}
@@ -161,7 +160,7 @@ class ResearchLoop:
         reasons = []
         if self.iteration >= rules.max_iterations:
             reasons.append(f"reached {rules.max_iterations} iterations")
-        recent = self.history[-rules.patience:]
+        recent = self.history[-rules.patience :]
         if len(recent) == rules.patience and not any(o.supported for o in recent):
             reasons.append(f"{rules.patience} iterations without a supported hypothesis")
         if rules.target is not None and self.state.best and self.state.best.mean >= rules.target:
@@ -201,9 +200,13 @@ class ResearchLoop:
             return
         job_files = self.task.code(with_prepare=True)
         record = self.execute(
-            "prepare", "prepare", self.ctx.policies.train, self.task.timeouts.prepare,
+            "prepare",
+            "prepare",
+            self.ctx.policies.train,
+            self.task.timeouts.prepare,
             ["python3", "-m", "sandbox.harness", "run", "--job", self.task.entrypoints.prepare],
-            job_files, keep_outputs=True,
+            job_files,
+            keep_outputs=True,
         )
         if record.status != Status.ok:
             msg = f"data preparation failed ({record.result.reason}); see {self.store.attempt_dir(record.number)}"
@@ -272,10 +275,28 @@ class ResearchLoop:
     def guard(self, slot: str, module: ModuleCode) -> AttemptRecord:
         spec = self.task.slots[slot]
         files = {**self.task.code(), spec.file: module.code.encode()}
-        cmd = ["python3", "-m", "sandbox.harness", "guard", "--module", spec.file,
-               "--entry", spec.entry, "--smoke", spec.smoke]
-        return self.execute(f"guard/{slot}/{module.digest}", "guard", self.ctx.policies.guard,
-                            self.task.timeouts.guard, cmd, files, slot=slot, module=module)
+        cmd = [
+            "python3",
+            "-m",
+            "sandbox.harness",
+            "guard",
+            "--module",
+            spec.file,
+            "--entry",
+            spec.entry,
+            "--smoke",
+            spec.smoke,
+        ]
+        return self.execute(
+            f"guard/{slot}/{module.digest}",
+            "guard",
+            self.ctx.policies.guard,
+            self.task.timeouts.guard,
+            cmd,
+            files,
+            slot=slot,
+            module=module,
+        )
 
     @staticmethod
     def guard_failure(record: AttemptRecord) -> GuardFailure:
@@ -287,27 +308,41 @@ class ResearchLoop:
             for f in (exc.frames if exc else [])
         )
         return GuardFailure(
-            stage=stage, exception_type=exc.type if exc else "", message=exc.message if exc else "",
-            traceback=frames, stderr_tail=trim(result.stderr), status=str(result.status),
+            stage=stage,
+            exception_type=exc.type if exc else "",
+            message=exc.message if exc else "",
+            traceback=frames,
+            stderr_tail=trim(result.stderr),
+            status=str(result.status),
         )
 
     def arms_for(self, hypothesis: Hypothesis, modules: dict[str, ModuleCode]) -> list[Arm]:
         """Baseline, the novelty, and one ablation per novelty component (deduplicated)."""
         defaults = {k: v for k, v in self.task.defaults.items() if isinstance(v, int | float)}
-        baseline_modules = {s: ModuleCode(slot=s, code=self.task.baseline_code(s), origin="baseline")
-                            for s in self.task.slots}
+        baseline_modules = {
+            s: ModuleCode(slot=s, code=self.task.baseline_code(s), origin="baseline") for s in self.task.slots
+        }
         baseline = Arm(name="baseline", modules=baseline_modules, hyper=defaults)
-        novelty = Arm(name=f"novelty:{hypothesis.id}", modules={**baseline_modules, **modules},
-                      hyper={**defaults, **hypothesis.hyper})
+        novelty = Arm(
+            name=f"novelty:{hypothesis.id}",
+            modules={**baseline_modules, **modules},
+            hyper={**defaults, **hypothesis.hyper},
+        )
         arms = [baseline, novelty]
         for component in hypothesis.components():
             kind, _, name = component.partition(":")
             if kind == "module":
-                ablated = Arm(name=f"ablation:{hypothesis.id}-no-{name}",
-                              modules={**novelty.modules, name: baseline_modules[name]}, hyper=novelty.hyper)
+                ablated = Arm(
+                    name=f"ablation:{hypothesis.id}-no-{name}",
+                    modules={**novelty.modules, name: baseline_modules[name]},
+                    hyper=novelty.hyper,
+                )
             else:
-                ablated = Arm(name=f"ablation:{hypothesis.id}-no-{name}", modules=novelty.modules,
-                              hyper={**novelty.hyper, name: defaults[name]})
+                ablated = Arm(
+                    name=f"ablation:{hypothesis.id}-no-{name}",
+                    modules=novelty.modules,
+                    hyper={**novelty.hyper, name: defaults[name]},
+                )
             if ablated.key not in {a.key for a in arms}:
                 arms.append(ablated)
         for arm in arms:
@@ -321,42 +356,80 @@ class ResearchLoop:
         files["config.json"] = json.dumps(config).encode()
         for split in ("train", "val"):
             files[f"data/{split}.npz"] = (self.data_dir / "public" / f"{split}.npz").read_bytes()
-        cmd = ["python3", "-m", "sandbox.harness", "run", "--job", self.task.entrypoints.train,
-               "--config", "config.json"]
-        train = self.execute(f"train/{arm.key}/s{seed}", "train", self.ctx.policies.train,
-                             self.task.timeouts.train, cmd, files, arm=arm, seed=seed, keep_outputs=True)
+        cmd = [
+            "python3",
+            "-m",
+            "sandbox.harness",
+            "run",
+            "--job",
+            self.task.entrypoints.train,
+            "--config",
+            "config.json",
+        ]
+        train = self.execute(
+            f"train/{arm.key}/s{seed}",
+            "train",
+            self.ctx.policies.train,
+            self.task.timeouts.train,
+            cmd,
+            files,
+            arm=arm,
+            seed=seed,
+            keep_outputs=True,
+        )
         if train.status != Status.ok:
             self.ctx.progress(f"  {arm.name} seed {seed}: training {train.status} ({train.result.reason})")
             return None
         weights = self.store.attempt_dir(train.number) / "outputs" / "out" / "model.pt"
-        scored = self.predict_and_score(f"eval/{arm.key}/s{seed}", "eval", arm, {f"s{seed}": weights},
-                                        "val", train=train)
+        scored = self.predict_and_score(
+            f"eval/{arm.key}/s{seed}", "eval", arm, {f"s{seed}": weights}, "val", train=train
+        )
         if scored is not None and scored.host_score is not None:
             self.scores.setdefault(arm.key, {})[seed] = scored
             self._update_best()
-            self.ctx.progress(f"  {arm.name} seed {seed}: host-scored val {self.task.metric.name} "
-                              f"{scored.host_score:.4f}{'  [SUSPECT]' if scored.suspect else ''}")
+            self.ctx.progress(
+                f"  {arm.name} seed {seed}: host-scored val {self.task.metric.name} "
+                f"{scored.host_score:.4f}{'  [SUSPECT]' if scored.suspect else ''}"
+            )
         return scored
 
     def predict_and_score(
-        self, key: str, kind: AttemptKind, arm: Arm, models: dict[str, Path], split: str,
-        train: AttemptRecord | None = None, final: bool = False,
+        self,
+        key: str,
+        kind: AttemptKind,
+        arm: Arm,
+        models: dict[str, Path],
+        split: str,
+        train: AttemptRecord | None = None,
+        final: bool = False,
     ) -> AttemptRecord | None:
         files = {**self.task.code(), **self._module_files(arm)}
         for name, path in models.items():
             files[f"models/{name}.pt"] = path.read_bytes()
         files["inputs.npy"] = (self.data_dir / "eval" / f"{split}_inputs.npy").read_bytes()
         files["config.json"] = json.dumps({**self._train_config(arm, 0), "models": sorted(models)}).encode()
-        cmd = ["python3", "-m", "sandbox.harness", "run", "--job", self.task.entrypoints.predict,
-               "--config", "config.json"]
+        cmd = [
+            "python3",
+            "-m",
+            "sandbox.harness",
+            "run",
+            "--job",
+            self.task.entrypoints.predict,
+            "--config",
+            "config.json",
+        ]
         labels = self.labels()
 
         def score(result: AttemptResult, outputs: Path) -> dict[str, Any]:
             if result.status != Status.ok:
                 return {}
             try:
-                predictions = load_predictions(outputs / "out" / "predictions.json", models=sorted(models),
-                                               count=len(labels[split]), classes=labels["classes"])
+                predictions = load_predictions(
+                    outputs / "out" / "predictions.json",
+                    models=sorted(models),
+                    count=len(labels[split]),
+                    classes=labels["classes"],
+                )
             except InvalidPredictionsError as exc:
                 return {"status": "error", "reason": f"invalid_predictions: {exc}"}
             per_model = {name: accuracy(p, labels[split]) for name, p in predictions.items()}
@@ -367,12 +440,21 @@ class ResearchLoop:
                 update["telemetry_score"] = claim
                 if is_suspect(claim, mean, self.task.metric.higher_is_better):
                     update["suspect"] = True
-                    update["suspect_reason"] = (f"training telemetry claimed {claim:.4f} but the host "
-                                                f"scored {mean:.4f}")
+                    update["suspect_reason"] = f"training telemetry claimed {claim:.4f} but the host scored {mean:.4f}"
             return update
 
-        return self.execute(key, kind, self.ctx.policies.evaluate, self.task.timeouts.predict, cmd, files,
-                            arm=arm, keep_outputs=False, scorer=score, final=final)
+        return self.execute(
+            key,
+            kind,
+            self.ctx.policies.evaluate,
+            self.task.timeouts.predict,
+            cmd,
+            files,
+            arm=arm,
+            keep_outputs=False,
+            scorer=score,
+            final=final,
+        )
 
     # -- analysis -----------------------------------------------------------------------------
 
@@ -388,12 +470,20 @@ class ResearchLoop:
         if baseline and novelty:
             comparison = compare(novelty, baseline)
             supported = comparison.supported(hypothesis.success_threshold, self.task.metric.higher_is_better)
-            self.log.info("analysis", hypothesis=hypothesis.id, diff=comparison.diff,
-                          p_value=comparison.p_value, supported=supported)
+            self.log.info(
+                "analysis",
+                hypothesis=hypothesis.id,
+                diff=comparison.diff,
+                p_value=comparison.p_value,
+                supported=supported,
+            )
         outcome = IterationOutcome(
-            iteration=self.iteration, hypothesis=hypothesis, supported=supported,
+            iteration=self.iteration,
+            hypothesis=hypothesis,
+            supported=supported,
             arm_means={name: s.mean for name, s in stats.items()},
-            baseline_mean=baseline.mean if baseline else None, notes=notes,
+            baseline_mean=baseline.mean if baseline else None,
+            notes=notes,
         )
         review = self.ctx.agent.review(self.task, outcome)
         self._charge_agent()
@@ -411,10 +501,21 @@ class ResearchLoop:
     # -- the one way jobs run ---------------------------------------------------------------
 
     def execute(
-        self, key: str, kind: AttemptKind, policy: Policy, timeout_s: float, command: list[str],
-        files: dict[str, bytes], *, slot: str | None = None, module: ModuleCode | None = None,
-        arm: Arm | None = None, seed: int | None = None, keep_outputs: bool = False,
-        scorer: Callable[[AttemptResult, Path], dict[str, Any]] | None = None, final: bool = False,
+        self,
+        key: str,
+        kind: AttemptKind,
+        policy: Policy,
+        timeout_s: float,
+        command: list[str],
+        files: dict[str, bytes],
+        *,
+        slot: str | None = None,
+        module: ModuleCode | None = None,
+        arm: Arm | None = None,
+        seed: int | None = None,
+        keep_outputs: bool = False,
+        scorer: Callable[[AttemptResult, Path], dict[str, Any]] | None = None,
+        final: bool = False,
     ) -> AttemptRecord:
         """Run a job in the sandbox, or return its recorded attempt if it already finished."""
         done = self.index.get(key)
@@ -432,8 +533,7 @@ class ResearchLoop:
         number = self.store.next_attempt_number()
         staging = self.store.staging_dir(number)
         outputs = staging / "outputs"
-        job = Job(command=command, files=files, outputs_dir=outputs, run_id=self.state.run_id,
-                  attempt=f"{number:04d}")
+        job = Job(command=command, files=files, outputs_dir=outputs, run_id=self.state.run_id, attempt=f"{number:04d}")
         what = slot or (arm.name if arm else "")
         self.ctx.progress(f"  [{number:04d}] {kind} {what}{'' if seed is None else f' seed {seed}'} ...")
         result = self.ctx.sandbox.run(job, policy.with_overrides(timeout=clipped))
@@ -445,11 +545,20 @@ class ResearchLoop:
             shutil.rmtree(outputs, ignore_errors=True)
         deadline_note = "killed at the budget deadline" if self._deadline.is_set() and not result.ok else None
         record = AttemptRecord(
-            number=number, key=key, kind=kind, iteration=self.iteration, slot=slot,
-            module_digest=module.digest if module else None, arm=arm.name if arm else None,
-            arm_key=arm.key if arm else None, seed=seed, status=str(extra.pop("status", result.status)),
+            number=number,
+            key=key,
+            kind=kind,
+            iteration=self.iteration,
+            slot=slot,
+            module_digest=module.digest if module else None,
+            arm=arm.name if arm else None,
+            arm_key=arm.key if arm else None,
+            seed=seed,
+            status=str(extra.pop("status", result.status)),
             reason=extra.pop("reason", None) or deadline_note or result.reason,
-            outputs="outputs" if keep_outputs else None, result=result, **extra,
+            outputs="outputs" if keep_outputs else None,
+            result=result,
+            **extra,
         )
         code = {f"{s}.py": m.code for s, m in (arm.modules.items() if arm else [])}
         if module is not None:
@@ -457,8 +566,15 @@ class ResearchLoop:
         self.store.commit_attempt(staging, record, code)
         self.index[key] = record
         self._account(record, policy)
-        self.log.info("attempt.finished", attempt=number, kind=kind, key=key, status=record.status,
-                      duration_s=round(result.duration_s, 2), reason=record.reason)
+        self.log.info(
+            "attempt.finished",
+            attempt=number,
+            kind=kind,
+            key=key,
+            status=record.status,
+            duration_s=round(result.duration_s, 2),
+            reason=record.reason,
+        )
         if self._deadline.is_set() and not final:
             msg = "the wall-clock deadline was reached"
             raise BudgetExceededError(msg)
@@ -529,9 +645,14 @@ class ResearchLoop:
         return {self.task.slots[s].file: m.code.encode() for s, m in arm.modules.items()}
 
     def _train_config(self, arm: Arm, seed: int) -> dict[str, Any]:
-        return {**self.task.defaults, **arm.hyper, "seed": seed, "num_classes": self.task.num_classes,
-                "input_shape": list(self.task.input_shape),
-                "threads": max(1, int(self.ctx.policies.train.cpus))}
+        return {
+            **self.task.defaults,
+            **arm.hyper,
+            "seed": seed,
+            "num_classes": self.task.num_classes,
+            "input_shape": list(self.task.input_shape),
+            "threads": max(1, int(self.ctx.policies.train.cpus)),
+        }
 
 
 def _telemetry_claim(result: AttemptResult, metric: str) -> float | None:

@@ -30,9 +30,7 @@ class Hypothesis(BaseModel):
 
     def components(self) -> list[str]:
         """Named parts, each of which gets its own ablation arm."""
-        return [f"module:{slot}" for slot in sorted(self.modules)] + [
-            f"hyper:{key}" for key in sorted(self.hyper)
-        ]
+        return [f"module:{slot}" for slot in sorted(self.modules)] + [f"hyper:{key}" for key in sorted(self.hyper)]
 
 
 class StoppingRules(BaseModel):
@@ -92,8 +90,10 @@ class Arm(BaseModel):
     @property
     def key(self) -> str:
         """Identity of the configuration, independent of its name."""
-        payload = {"modules": {s: m.digest for s, m in sorted(self.modules.items())},
-                   "hyper": dict(sorted(self.hyper.items()))}
+        payload = {
+            "modules": {s: m.digest for s, m in sorted(self.modules.items())},
+            "hyper": dict(sorted(self.hyper.items())),
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -62,22 +62,31 @@ def write_outputs(loop: ResearchLoop) -> None:
     aggregate = aggregates(loop)
     store.write("aggregates.json", aggregate)
     chosen = choose_best(loop)
-    best: dict[str, Any] = {"metric": task.metric.name, "scored_by": "host", "split": "test",
-                            "selected_on": "validation"}
+    best: dict[str, Any] = {
+        "metric": task.metric.name,
+        "scored_by": "host",
+        "split": "test",
+        "selected_on": "validation",
+    }
     if chosen is None:
         best.update({"value": None, "reason": "no arm produced a host-scored result"})
     else:
         arm, val_stats = chosen
         records = loop.scores[arm.key]
-        best.update({
-            "arm": arm.name, "arm_key": arm.key,
-            "validation": val_stats.model_dump(),
-            "attempts": {"train": [], "eval": [r.number for _, r in sorted(records.items())]},
-        })
+        best.update(
+            {
+                "arm": arm.name,
+                "arm_key": arm.key,
+                "validation": val_stats.model_dump(),
+                "attempts": {"train": [], "eval": [r.number for _, r in sorted(records.items())]},
+            }
+        )
         train_numbers = [loop.index[f"train/{arm.key}/s{seed}"].number for seed in sorted(records)]
         best["attempts"]["train"] = train_numbers
-        models = {f"s{seed}": store.attempt_dir(n) / "outputs" / "out" / "model.pt"
-                  for seed, n in zip(sorted(records), train_numbers, strict=True)}
+        models = {
+            f"s{seed}": store.attempt_dir(n) / "outputs" / "out" / "model.pt"
+            for seed, n in zip(sorted(records), train_numbers, strict=True)
+        }
         try:
             test = loop.predict_and_score(f"test/{arm.key}", "test", arm, models, "test", final=True)
         except (AdmissionRefusedError, BudgetExceededError) as exc:
@@ -86,8 +95,13 @@ def write_outputs(loop: ResearchLoop) -> None:
         if test is not None and test.host_scores:
             values = [test.host_scores[f"s{seed}"] for seed in sorted(records)]
             test_stats = summarize(arm.name, values)
-            best.update({"value": test_stats.mean, "test": test_stats.model_dump(),
-                         "per_seed": dict(zip([f"s{s}" for s in sorted(records)], values, strict=True))})
+            best.update(
+                {
+                    "value": test_stats.mean,
+                    "test": test_stats.model_dump(),
+                    "per_seed": dict(zip([f"s{s}" for s in sorted(records)], values, strict=True)),
+                }
+            )
             best["attempts"]["test"] = test.number
         else:
             best.setdefault("reason", f"test evaluation failed: {test.reason if test else 'not run'}")
@@ -103,14 +117,20 @@ def best_config(loop: ResearchLoop, arm: Arm) -> dict[str, Any]:
     for slot, module in arm.modules.items():
         guard = loop.index.get(f"guard/{slot}/{module.digest}")
         modules[slot] = {
-            "digest": module.digest, "origin": module.origin,
+            "digest": module.digest,
+            "origin": module.origin,
             "code_path": f"attempts/{guard.number:04d}/code/{slot}.py" if guard else None,
             "code": module.code,
         }
     first_train = loop.index.get(f"train/{arm.key}/s{loop.state.config.seeds[0]}")
     return {
-        "task": loop.task.name, "dataset": loop.task.name, "model": "small-cnn",
-        "arm": arm.name, "arm_key": arm.key, "hyper": arm.hyper, "modules": modules,
+        "task": loop.task.name,
+        "dataset": loop.task.name,
+        "model": "small-cnn",
+        "arm": arm.name,
+        "arm_key": arm.key,
+        "hyper": arm.hyper,
+        "modules": modules,
         "seeds": loop.state.config.seeds,
         "image": first_train.result.image if first_train else None,
         "policies": {"train": loop.ctx.policies.train.name, "evaluate": loop.ctx.policies.evaluate.name},
@@ -119,12 +139,23 @@ def best_config(loop: ResearchLoop, arm: Arm) -> dict[str, Any]:
 
 def render_summary(loop: ResearchLoop, aggregate: dict[str, Any], best: dict[str, Any]) -> str:
     """report/summary.md from its jinja2 template."""
-    env = Environment(loader=PackageLoader("controller", "templates"), undefined=StrictUndefined,
-                      autoescape=False, trim_blocks=True, lstrip_blocks=True)  # noqa: S701 - Markdown
+    env = Environment(
+        loader=PackageLoader("controller", "templates"),
+        undefined=StrictUndefined,
+        autoescape=False,  # noqa: S701 - renders Markdown, not HTML
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     state = loop.state
     return env.get_template("summary.md.j2").render(
-        state=state, task=loop.task, plan=loop.store.read("plan.json") or {},
-        history=loop.history, aggregate=aggregate, best=best,
-        attempts=loop.store.attempts(), wall=format_duration(max(state.totals.wall_s, 0.1)),
-        budget=format_duration(state.config.budget_s), generated=datetime.now(UTC).isoformat(timespec="seconds"),
+        state=state,
+        task=loop.task,
+        plan=loop.store.read("plan.json") or {},
+        history=loop.history,
+        aggregate=aggregate,
+        best=best,
+        attempts=loop.store.attempts(),
+        wall=format_duration(max(state.totals.wall_s, 0.1)),
+        budget=format_duration(state.config.budget_s),
+        generated=datetime.now(UTC).isoformat(timespec="seconds"),
     )

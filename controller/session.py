@@ -52,18 +52,31 @@ def stage_policies(config: RunConfig) -> StagePolicies:
 
 
 def build_loop(
-    store: RunStore, state: RunState, sandbox: Sandbox, progress: Callable[[str], None],
+    store: RunStore,
+    state: RunState,
+    sandbox: Sandbox,
+    progress: Callable[[str], None],
     agent: Agent | None = None,
 ) -> ResearchLoop:
     """Wire a loop for a new or resumed run."""
     config = state.config
-    budget = Budget(config.budget_s, reserve_s=config.report_reserve_s, used_s=state.totals.wall_s,
-                    max_cost_usd=config.max_cost_usd, spent_usd=state.totals.cost_usd)
+    budget = Budget(
+        config.budget_s,
+        reserve_s=config.report_reserve_s,
+        used_s=state.totals.wall_s,
+        max_cost_usd=config.max_cost_usd,
+        spent_usd=state.totals.cost_usd,
+    )
     ctx = LoopContext(
-        store=store, state=state, sandbox=sandbox,
-        agent=agent or make_agent(config, store), task=load_task(config.task),
-        policies=stage_policies(config), budget=budget,
-        limits=IterationLimits(**config.iteration_limits), progress=progress,
+        store=store,
+        state=state,
+        sandbox=sandbox,
+        agent=agent or make_agent(config, store),
+        task=load_task(config.task),
+        policies=stage_policies(config),
+        budget=budget,
+        limits=IterationLimits(**config.iteration_limits),
+        progress=progress,
     )
     return ResearchLoop(ctx)
 

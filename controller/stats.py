@@ -72,13 +72,7 @@ def _lgamma_ratio(a: float, b: float) -> float:
     if a < STIRLING_MIN_A:
         return math.lgamma(a + b) - math.lgamma(a)
     # Differencing two huge lgamma values loses ~log10(a ln a) digits; expand instead.
-    return (
-        (a - 0.5) * math.log1p(b / a)
-        + b * math.log(a + b)
-        - b
-        + _stirling_tail(a + b)
-        - _stirling_tail(a)
-    )
+    return (a - 0.5) * math.log1p(b / a) + b * math.log(a + b) - b + _stirling_tail(a + b) - _stirling_tail(a)
 
 
 def _betai(a: float, b: float, x: float, y: float) -> float:
@@ -272,11 +266,7 @@ def compare(arm: ArmStats, baseline: ArmStats) -> Comparison:
             t = _signed_inf_or_zero(diff)
             p = 1.0 if diff == 0 else 0.0
     d, g = _effect_sizes(arm, baseline, diff)
-    excludes = (
-        arm.ci_low is not None
-        and arm.ci_high is not None
-        and not (arm.ci_low <= baseline.mean <= arm.ci_high)
-    )
+    excludes = arm.ci_low is not None and arm.ci_high is not None and not (arm.ci_low <= baseline.mean <= arm.ci_high)
     return Comparison(
         arm=arm.arm,
         baseline=baseline.arm,

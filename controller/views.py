@@ -9,8 +9,14 @@ from rich.table import Table
 from controller.registry import AttemptRecord, RunState
 from sandbox.durations import format_duration
 
-STATUS_STYLE = {"ok": "green", "error": "red", "timeout": "yellow", "oom": "magenta",
-                "killed": "yellow", "infra_error": "bold red"}
+STATUS_STYLE = {
+    "ok": "green",
+    "error": "red",
+    "timeout": "yellow",
+    "oom": "magenta",
+    "killed": "yellow",
+    "infra_error": "bold red",
+}
 
 
 def run_panel(state: RunState, attempts: list[AttemptRecord]) -> RenderableType:
@@ -23,11 +29,17 @@ def run_panel(state: RunState, attempts: list[AttemptRecord]) -> RenderableType:
     grid.add_row("status", state.status + (f"  ({state.message})" if state.message else ""))
     grid.add_row("task / agent", f"{config.task} / {config.agent}{' ' + config.model if config.model else ''}")
     grid.add_row("iteration", f"{state.iteration}  stage: {state.stage}")
-    grid.add_row("budget", f"{format_duration(max(totals.wall_s, 0.1))} used, {format_duration(max(left, 0.1))} left "
-                 f"of {format_duration(config.budget_s)}")
+    grid.add_row(
+        "budget",
+        f"{format_duration(max(totals.wall_s, 0.1))} used, {format_duration(max(left, 0.1))} left "
+        f"of {format_duration(config.budget_s)}",
+    )
     cap = f" of ${config.max_cost_usd:.2f}" if config.max_cost_usd is not None else ""
-    grid.add_row("cost", f"${totals.cost_usd:.4f}{cap} (LLM ${totals.llm_cost_usd:.4f}, {totals.tokens} tokens; "
-                 f"GPU ${totals.gpu_cost_usd:.4f})")
+    grid.add_row(
+        "cost",
+        f"${totals.cost_usd:.4f}{cap} (LLM ${totals.llm_cost_usd:.4f}, {totals.tokens} tokens; "
+        f"GPU ${totals.gpu_cost_usd:.4f})",
+    )
     best = f"{state.best.arm}: {state.best.mean:.4f} (validation, n={state.best.n})" if state.best else "none yet"
     grid.add_row("best so far", best)
     by_status = "  ".join(f"[{STATUS_STYLE.get(k, 'white')}]{k}[/] {v}" for k, v in sorted(totals.by_status.items()))
@@ -57,9 +69,15 @@ def attempts_table(attempts: list[AttemptRecord], title: str = "attempts") -> Ta
             score += " [red]suspect[/]"
         style = STATUS_STYLE.get(record.status, "white")
         table.add_row(
-            f"{record.number:04d}", record.kind, stage, what,
-            "" if record.seed is None else str(record.seed), f"[{style}]{record.status}[/]",
-            f"{result.duration_s:.1f}s", f"{peak / 2**20:.0f} MiB" if peak else "", score,
+            f"{record.number:04d}",
+            record.kind,
+            stage,
+            what,
+            "" if record.seed is None else str(record.seed),
+            f"[{style}]{record.status}[/]",
+            f"{result.duration_s:.1f}s",
+            f"{peak / 2**20:.0f} MiB" if peak else "",
+            score,
         )
     return table
 
@@ -71,6 +89,14 @@ def runs_table(states: list[RunState]) -> Table:
         table.add_column(column)
     for state in states:
         best = f"{state.best.mean:.4f}" if state.best else ""
-        table.add_row(state.run_id, state.status, state.config.task, state.config.agent, str(state.iteration),
-                      str(state.totals.attempts), best, format_duration(max(state.totals.wall_s, 0.1)))
+        table.add_row(
+            state.run_id,
+            state.status,
+            state.config.task,
+            state.config.agent,
+            str(state.iteration),
+            str(state.totals.attempts),
+            best,
+            format_duration(max(state.totals.wall_s, 0.1)),
+        )
     return table

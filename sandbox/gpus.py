@@ -36,9 +36,11 @@ def detect_gpus() -> list[GpuInfo]:
         return []
     try:
         text = subprocess.run(
-            [smi, "--query-gpu=index,name,memory.total,driver_version",
-             "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=True,
+            [smi, "--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=NVIDIA_SMI_TIMEOUT_S,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
@@ -92,7 +94,9 @@ class GpuSampler:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
@@ -104,9 +108,16 @@ class GpuSampler:
         while not self._stop.is_set():
             try:
                 text = subprocess.run(
-                    ["nvidia-smi", f"--id={ids}", "--query-gpu=memory.used,utilization.gpu",
-                     "--format=csv,noheader,nounits"],
-                    capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_S, check=True,
+                    [
+                        "nvidia-smi",
+                        f"--id={ids}",
+                        "--query-gpu=memory.used,utilization.gpu",
+                        "--format=csv,noheader,nounits",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=NVIDIA_SMI_TIMEOUT_S,
+                    check=True,
                 ).stdout
             except (OSError, subprocess.SubprocessError):
                 return

@@ -168,8 +168,14 @@ def build_offline_base(client: Any, progress: Progress, mirror: str | None = Non
     with tempfile.TemporaryDirectory(prefix="sandlab-rootfs-") as scratch:
         rootfs = Path(scratch) / "rootfs"
         progress(f"debootstrap bookworm from {mirror} (about a minute)")
-        cmd = [debootstrap, "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-               "bookworm", str(rootfs), mirror]
+        cmd = [
+            debootstrap,
+            "--variant=minbase",
+            "--include=python3,python3-venv,ca-certificates",
+            "bookworm",
+            str(rootfs),
+            mirror,
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
@@ -189,7 +195,9 @@ def build_offline_base(client: Any, progress: Progress, mirror: str | None = Non
         progress(f"docker import -> {OFFLINE_BASE_IMAGE}")
         repo, _, tag = OFFLINE_BASE_IMAGE.partition(":")
         client.api.import_image(
-            src=str(archive), repository=repo, tag=tag,
+            src=str(archive),
+            repository=repo,
+            tag=tag,
             changes=["ENV LANG=C.UTF-8", 'CMD ["python3"]'],
         )
     return OFFLINE_BASE_IMAGE
@@ -241,13 +249,11 @@ def serve_directory(root: Path) -> Iterator[str]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
-def build_image(
-    client: Any, spec: ImageSpec, base: str, wheelhouse_url: str, progress: Progress
-) -> None:
+def build_image(client: Any, spec: ImageSpec, base: str, wheelhouse_url: str, progress: Progress) -> None:
     """docker build from a minimal context; stream the steps to `progress`."""
     home = sandlab_home()
     with tempfile.TemporaryDirectory(prefix="sandlab-ctx-") as ctx:
@@ -257,11 +263,18 @@ def build_image(
             shutil.copyfile(path, target)
         buildargs = {"BASE_IMAGE": base, "WHEELHOUSE_URL": wheelhouse_url, **dict(spec.build_args)}
         stream = client.api.build(
-            path=ctx, dockerfile=spec.dockerfile, tag=spec.tag, buildargs=buildargs,
+            path=ctx,
+            dockerfile=spec.dockerfile,
+            tag=spec.tag,
+            buildargs=buildargs,
             labels={HASH_LABEL: spec.inputs_hash(home), BASE_LABEL: base},
             # Host networking lets RUN reach the wheelhouse on 127.0.0.1 and nothing else
             # is needed: pip runs with --no-index.
-            network_mode="host", rm=True, forcerm=True, pull=False, decode=True,
+            network_mode="host",
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
         )
         for chunk in stream:
             if "error" in chunk:
@@ -273,8 +286,13 @@ def build_image(
 
 
 def build_all(
-    client: Any, *, offline: bool | None = None, base_image: str | None = None,
-    force: bool = False, progress: Progress = print, only: tuple[ImageSpec, ...] = (RUNNER, CONTROLLER),
+    client: Any,
+    *,
+    offline: bool | None = None,
+    base_image: str | None = None,
+    force: bool = False,
+    progress: Progress = print,
+    only: tuple[ImageSpec, ...] = (RUNNER, CONTROLLER),
 ) -> list[tuple[str, str]]:
     """Build what is missing or stale; return (tag, 'built'|'up to date') per image."""
     outcome: list[tuple[str, str]] = []

@@ -17,7 +17,7 @@ POOL = "sandlab.pool"
 def process_start_ticks(pid: int) -> str | None:
     """The process's start time from /proc, or None if it is gone (or not Linux)."""
     try:
-        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115, PTH123 - tiny read
+        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - tiny read
     except OSError:
         return None
     # The command name may contain spaces and parentheses: split after the last ')'.

@@ -36,8 +36,13 @@ def warm_command(preload: tuple[str, ...]) -> list[str]:
 class WarmPool:
     """Keeps up to `size` warm containers per shape; refills in the background."""
 
-    def __init__(self, create: Callable[[Policy, list[int], list[str], str], str], remove: Callable[[str], None],
-                 size: int, preload: tuple[str, ...] = DEFAULT_PRELOAD) -> None:
+    def __init__(
+        self,
+        create: Callable[[Policy, list[int], list[str], str], str],
+        remove: Callable[[str], None],
+        size: int,
+        preload: tuple[str, ...] = DEFAULT_PRELOAD,
+    ) -> None:
         self._create = create
         self._remove = remove
         self.size = size
@@ -63,7 +68,7 @@ class WarmPool:
         container_id: str | None = None
         try:
             container_id = self._create(policy, gpu_ids, warm_command(self.preload), run_id)
-        except Exception:  # noqa: BLE001 - a failed warm-up only costs the speed-up
+        except Exception:
             container_id = None
         with self._lock:
             self._filling[key] -= 1

@@ -47,9 +47,7 @@ def _safe_relative(name: str) -> PurePosixPath:
     return path
 
 
-def extract_outputs(
-    stream: IO[bytes], dest: Path, *, max_bytes: int = max_collect_bytes
-) -> list[str]:
+def extract_outputs(stream: IO[bytes], dest: Path, *, max_bytes: int = max_collect_bytes) -> list[str]:
     """Extract regular files and folders from a tar stream into `dest`.
 
     Symlinks, hard links, devices and FIFOs are skipped and reported, as is anything that

@@ -65,7 +65,8 @@ def no_leaked_containers() -> Iterator[None]:
     # Other processes on this host (a second suite, a real run) may own live containers;
     # ours, and any orphan, count as leaks.
     leftover = [
-        c for c in client.containers.list(all=True, filters={"label": labels.ATTEMPT})
+        c
+        for c in client.containers.list(all=True, filters={"label": labels.ATTEMPT})
         if (c.labels or {}).get(labels.OWNER_PID) == str(os.getpid()) or not owner_is_alive(c.labels or {})
     ]
     assert not leftover, f"leaked containers: {[c.short_id for c in leftover]}"

@@ -54,8 +54,13 @@ class Agent(ABC):
 
     @abstractmethod
     def repair(
-        self, task: Task, slot: str, hypothesis: Hypothesis, module: ModuleCode,
-        failure: GuardFailure, last_good: ModuleCode,
+        self,
+        task: Task,
+        slot: str,
+        hypothesis: Hypothesis,
+        module: ModuleCode,
+        failure: GuardFailure,
+        last_good: ModuleCode,
     ) -> ModuleCode:
         """A fixed module, given the failure; may return `last_good` (a rollback)."""
 

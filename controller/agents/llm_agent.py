@@ -155,9 +155,7 @@ class LLMAgent(Agent):
         client: LLMClient | None = None,
         max_repairs: int = 2,
     ) -> None:
-        self.client = client or LLMClient(
-            model, base_url=base_url, api_key=api_key, cache_dir=cache_dir
-        )
+        self.client = client or LLMClient(model, base_url=base_url, api_key=api_key, cache_dir=cache_dir)
         self.usage: LLMUsage = self.client.usage
         self.max_repairs = max_repairs
         self._env = Environment(
@@ -172,8 +170,9 @@ class LLMAgent(Agent):
 
     @override
     def plan(self, task: Task, seeds: list[int]) -> Plan:
-        draft = self._ask(task, "plan.j2", PlanDraft, **self._task_context(task),
-                          seeds=seeds, max_hypotheses=MAX_PLAN_HYPOTHESES)
+        draft = self._ask(
+            task, "plan.j2", PlanDraft, **self._task_context(task), seeds=seeds, max_hypotheses=MAX_PLAN_HYPOTHESES
+        )
         hypotheses: list[Hypothesis] = []
         taken: set[str] = set()
         for index, item in enumerate(draft.hypotheses[:MAX_PLAN_HYPOTHESES], start=1):
@@ -182,18 +181,24 @@ class LLMAgent(Agent):
                 hypotheses.append(hypothesis)
                 taken.add(hypothesis.id)
         if not hypotheses:
-            msg = (f"model {self.client.model} planned no hypothesis that changes a slot or "
-                   f"hyperparameter of task {task.name}; try a stronger model or --agent offline")
+            msg = (
+                f"model {self.client.model} planned no hypothesis that changes a slot or "
+                f"hyperparameter of task {task.name}; try a stronger model or --agent offline"
+            )
             raise LLMOutputError(msg)
-        return Plan(task=task.name, objective=draft.objective.strip(), hypotheses=hypotheses,
-                    seeds=seeds)
+        return Plan(task=task.name, objective=draft.objective.strip(), hypotheses=hypotheses, seeds=seeds)
 
     @override
     def write_module(self, task: Task, slot: str, hypothesis: Hypothesis) -> ModuleCode:
         spec = task.slots[slot]
         reply = self._ask(
-            task, "write_module.j2", CodeReply, slot=slot, entry=spec.entry,
-            contract=spec.contract, hypothesis=hypothesis,
+            task,
+            "write_module.j2",
+            CodeReply,
+            slot=slot,
+            entry=spec.entry,
+            contract=spec.contract,
+            hypothesis=hypothesis,
             description=hypothesis.modules.get(slot, hypothesis.statement),
             baseline=trim(task.baseline_code(slot).rstrip(), CODE_TRIM_CHARS),
         )
@@ -201,16 +206,27 @@ class LLMAgent(Agent):
 
     @override
     def repair(
-        self, task: Task, slot: str, hypothesis: Hypothesis, module: ModuleCode,
-        failure: GuardFailure, last_good: ModuleCode,
+        self,
+        task: Task,
+        slot: str,
+        hypothesis: Hypothesis,
+        module: ModuleCode,
+        failure: GuardFailure,
+        last_good: ModuleCode,
     ) -> ModuleCode:
         spec = task.slots[slot]
         try:
             reply = self._ask(
-                task, "repair.j2", CodeReply, slot=slot, entry=spec.entry,
-                contract=spec.contract, hypothesis=hypothesis,
+                task,
+                "repair.j2",
+                CodeReply,
+                slot=slot,
+                entry=spec.entry,
+                contract=spec.contract,
+                hypothesis=hypothesis,
                 description=hypothesis.modules.get(slot, hypothesis.statement),
-                code=trim(module.code.rstrip(), CODE_TRIM_CHARS), failure=failure,
+                code=trim(module.code.rstrip(), CODE_TRIM_CHARS),
+                failure=failure,
                 message=trim(failure.message, MESSAGE_TRIM_CHARS),
                 traceback=trim(failure.traceback, TEXT_TRIM_CHARS),
                 stderr_tail=trim(failure.stderr_tail, TEXT_TRIM_CHARS),
@@ -230,8 +246,14 @@ class LLMAgent(Agent):
         shown = history[-HISTORY_SHOWN:]
         try:
             decision = self._ask(
-                task, "refine.j2", RefineDecision, **self._task_context(task), plan=plan,
-                history=shown, omitted=len(history) - len(shown), untried=untried,
+                task,
+                "refine.j2",
+                RefineDecision,
+                **self._task_context(task),
+                plan=plan,
+                history=shown,
+                omitted=len(history) - len(shown),
+                untried=untried,
                 tried=sorted(tried) or ["(none)"],
             )
         except LLMOutputError as error:
@@ -240,8 +262,7 @@ class LLMAgent(Agent):
         if decision.decision == "stop" or decision.hypothesis is None:
             log.info("llm_agent.stop", reason=decision.reason)
             return None
-        hypothesis = self._to_hypothesis(task, decision.hypothesis, tried,
-                                         fallback_id=f"h{len(history) + 1}")
+        hypothesis = self._to_hypothesis(task, decision.hypothesis, tried, fallback_id=f"h{len(history) + 1}")
         if hypothesis is None:
             log.warning("llm_agent.refine_empty", proposed=decision.hypothesis.id)
         return hypothesis
@@ -253,8 +274,7 @@ class LLMAgent(Agent):
         except LLMOutputError as error:
             log.warning("llm_agent.review_failed", error=str(error))
             verdict = "supported" if outcome.supported else "not supported"
-            return Review(summary=f"Hypothesis {outcome.hypothesis.id} is {verdict} "
-                          "(the model gave no usable review).")
+            return Review(summary=f"Hypothesis {outcome.hypothesis.id} is {verdict} (the model gave no usable review).")
         return Review(summary=draft.summary.strip(), next_idea=draft.next_idea.strip())
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -271,16 +291,14 @@ class LLMAgent(Agent):
 
     @staticmethod
     def _task_context(task: Task) -> dict[str, Any]:
-        return {"slots": sorted(task.slots.items()),
-                "hyper_defaults": sorted(_numeric_defaults(task).items())}
+        return {"slots": sorted(task.slots.items()), "hyper_defaults": sorted(_numeric_defaults(task).items())}
 
     @staticmethod
-    def _to_hypothesis(
-        task: Task, draft: HypothesisDraft, taken: set[str], *, fallback_id: str
-    ) -> Hypothesis | None:
+    def _to_hypothesis(task: Task, draft: HypothesisDraft, taken: set[str], *, fallback_id: str) -> Hypothesis | None:
         """The draft checked against the task; None when nothing valid is left to test."""
-        modules = {slot: text.strip() for slot, text in sorted(draft.modules.items())
-                   if slot in task.slots and text.strip()}
+        modules = {
+            slot: text.strip() for slot, text in sorted(draft.modules.items()) if slot in task.slots and text.strip()
+        }
         dropped = sorted(set(draft.modules) - set(modules))
         hyper = _clamp_hyper(task, draft.hyper)
         dropped += sorted(f"hyper:{key}" for key in set(draft.hyper) - set(hyper))
@@ -293,15 +311,21 @@ class LLMAgent(Agent):
             threshold = 0.0
         return Hypothesis(
             id=unique_id(sanitize_id(draft.id, fallback_id), taken),
-            statement=draft.statement.strip(), modules=modules, hyper=hyper,
-            metric=task.metric.name, success_threshold=threshold,
+            statement=draft.statement.strip(),
+            modules=modules,
+            hyper=hyper,
+            metric=task.metric.name,
+            success_threshold=threshold,
             stopping_rule=draft.stopping_rule.strip() or DEFAULT_STOPPING_RULE,
         )
 
 
 def _numeric_defaults(task: Task) -> dict[str, float | int]:
-    return {key: value for key, value in task.defaults.items()
-            if isinstance(value, int | float) and not isinstance(value, bool)}
+    return {
+        key: value
+        for key, value in task.defaults.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
 
 
 def _clamp_hyper(task: Task, proposed: dict[str, float | int]) -> dict[str, float | int]:

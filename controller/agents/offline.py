@@ -91,8 +91,13 @@ class OfflineAgent(Agent):
 
     @override
     def repair(
-        self, task: Task, slot: str, hypothesis: Hypothesis, module: ModuleCode,
-        failure: GuardFailure, last_good: ModuleCode,
+        self,
+        task: Task,
+        slot: str,
+        hypothesis: Hypothesis,
+        module: ModuleCode,
+        failure: GuardFailure,
+        last_good: ModuleCode,
     ) -> ModuleCode:
         # Templates have no bugs to reason about: the only safe repair is a rollback.
         return ModuleCode(slot=slot, code=last_good.code, origin="rollback")

@@ -109,8 +109,10 @@ def load_task(name_or_path: str) -> Task:
     folder = candidate if (candidate / "task.yaml").is_file() else TASKS_DIR / name_or_path
     spec = folder / "task.yaml"
     if not spec.is_file():
-        msg = (f"unknown task {name_or_path!r}; use one of: {', '.join(available_tasks())}, "
-               "or a folder containing task.yaml")
+        msg = (
+            f"unknown task {name_or_path!r}; use one of: {', '.join(available_tasks())}, "
+            "or a folder containing task.yaml"
+        )
         raise BadInputError(msg)
     try:
         raw = yaml.safe_load(spec.read_text()) or {}

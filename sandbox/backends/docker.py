@@ -72,9 +72,7 @@ _SPOOL_IN_MEMORY = 32 * 1024**2
 _STAGING_FAILED = 125
 
 
-def container_kwargs(
-    job: Job, policy: Policy, image: str, gpu_ids: list[int], owner: dict[str, str]
-) -> dict[str, Any]:
+def container_kwargs(job: Job, policy: Policy, image: str, gpu_ids: list[int], owner: dict[str, str]) -> dict[str, Any]:
     """The keyword arguments for `containers.create`; a pure function, unit-tested."""
     from docker.types import DeviceRequest, Mount, Ulimit
 
@@ -84,9 +82,7 @@ def container_kwargs(
     device_requests = []
     if gpu_ids:
         ids = [str(i) for i in gpu_ids]
-        device_requests.append(
-            DeviceRequest(driver="nvidia", device_ids=ids, capabilities=[["gpu", "utility"]])
-        )
+        device_requests.append(DeviceRequest(driver="nvidia", device_ids=ids, capabilities=[["gpu", "utility"]]))
         # The runtime renumbers the granted devices from 0 inside the container.
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(ids)))
         env["NVIDIA_VISIBLE_DEVICES"] = ",".join(ids)
@@ -102,9 +98,7 @@ def container_kwargs(
         "read_only": policy.read_only_rootfs,
         "tmpfs": {
             "/tmp": f"rw,nosuid,nodev,size={int(policy.tmpfs_size)},mode=1777",
-            WORKSPACE: (
-                f"rw,nosuid,nodev,size={int(policy.workspace_size)},uid={uid},gid={gid},mode=0755"
-            ),
+            WORKSPACE: (f"rw,nosuid,nodev,size={int(policy.workspace_size)},uid={uid},gid={gid},mode=0755"),
         },
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
@@ -115,10 +109,7 @@ def container_kwargs(
         "shm_size": int(policy.shm_size),
         "ulimits": [Ulimit(name="core", soft=0, hard=0)],
         "device_requests": device_requests,
-        "mounts": [
-            Mount(target=m.target, source=m.source, type=m.type, read_only=True)
-            for m in policy.data_mounts
-        ],
+        "mounts": [Mount(target=m.target, source=m.source, type=m.type, read_only=True) for m in policy.data_mounts],
         "hostname": "sandbox",
     }
 
@@ -139,8 +130,12 @@ class DockerSandbox(Sandbox):
     name = "docker"
 
     def __init__(
-        self, image: str = "sandlab-runner:latest", client: Any | None = None, *,
-        pool_size: int = 0, preload: tuple[str, ...] = DEFAULT_PRELOAD,
+        self,
+        image: str = "sandlab-runner:latest",
+        client: Any | None = None,
+        *,
+        pool_size: int = 0,
+        preload: tuple[str, ...] = DEFAULT_PRELOAD,
     ) -> None:
         self.image = image
         self.client = client if client is not None else connect()
@@ -169,9 +164,7 @@ class DockerSandbox(Sandbox):
                 with self._lock:
                     self._active.add(container_id)
             with GpuSampler(gpu_ids) as gpu:
-                exit_code, deadline_hit, elapsed = self._stage_and_run(
-                    container_id, job, policy, out, err, warm=warm
-                )
+                exit_code, deadline_hit, elapsed = self._stage_and_run(container_id, job, policy, out, err, warm=warm)
             finish = self._finish(container_id, job, policy)
         except Exception as exc:  # the machinery failed, not the job
             return AttemptResult(
@@ -193,7 +186,10 @@ class DockerSandbox(Sandbox):
         finish.usage.gpu_peak_memory_bytes = gpu.peak_memory_bytes
         finish.usage.gpu_utilization_pct = gpu.mean_utilization_pct
         status, reason = classify(
-            exit_code, elapsed, policy, oom_killed=finish.oom_kills > 0,
+            exit_code,
+            elapsed,
+            policy,
+            oom_killed=finish.oom_kills > 0,
             host_deadline_hit=deadline_hit,
         )
         events, stats = parse_events(finish.events_blob)
@@ -260,8 +256,14 @@ class DockerSandbox(Sandbox):
     # -- I/O ------------------------------------------------------------------------------
 
     def _stage_and_run(
-        self, container_id: str, job: Job, policy: Policy, out: CappedBuffer, err: CappedBuffer,
-        *, warm: bool = False,
+        self,
+        container_id: str,
+        job: Job,
+        policy: Policy,
+        out: CappedBuffer,
+        err: CappedBuffer,
+        *,
+        warm: bool = False,
     ) -> tuple[int | None, bool, float]:
         """One exec: untar the workspace from stdin, then run the job under `timeout -k`.
 
@@ -274,8 +276,14 @@ class DockerSandbox(Sandbox):
         cmd = ["sh", "-c", script, WORKSPACE, *job_command(job, policy, warm=warm)]
         api = self.client.api
         exec_id = api.exec_create(
-            container_id, cmd, stdin=True, stdout=True, stderr=True,
-            user=policy.user, workdir=WORKSPACE, environment={"HOME": "/tmp", **job.env},
+            container_id,
+            cmd,
+            stdin=True,
+            stdout=True,
+            stderr=True,
+            user=policy.user,
+            workdir=WORKSPACE,
+            environment={"HOME": "/tmp", **job.env},
         )["Id"]
         deadline_hit = threading.Event()
 
@@ -319,28 +327,33 @@ class DockerSandbox(Sandbox):
             probe = CappedBuffer(_PROBE_OUTPUT_CAP)
             try:
                 exec_id = api.exec_create(
-                    container_id, ["sh", "-c", _FINISH_SCRIPT, WORKSPACE],
-                    stdout=True, stderr=True, user=policy.user,
+                    container_id,
+                    ["sh", "-c", _FINISH_SCRIPT, WORKSPACE],
+                    stdout=True,
+                    stderr=True,
+                    user=policy.user,
                 )["Id"]
-                with tempfile.TemporaryDirectory(prefix="sandlab-out-") as scratch:
-                    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=scratch) as spool:
-                        size = 0
-                        for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
-                            if chunk_err:
-                                probe.write(chunk_err)
-                            if chunk_out and size <= max_collect_bytes:
-                                size += len(chunk_out)
-                                spool.write(chunk_out)
-                        if api.exec_inspect(exec_id).get("ExitCode") is None:
-                            last_error = "the collecting exec did not run"
-                            time.sleep(_FINISH_PAUSE_S)
-                            continue
-                        spool.seek(0)
-                        dest = job.outputs_dir or Path(scratch) / "ws"
-                        skipped = extract_outputs(spool, dest)  # type: ignore[arg-type]
-                        if size > max_collect_bytes:
-                            skipped.append(f"(collection stopped at {max_collect_bytes} bytes)")
-                        blob = _read_events(dest)
+                with (
+                    tempfile.TemporaryDirectory(prefix="sandlab-out-") as scratch,
+                    tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=scratch) as spool,
+                ):
+                    size = 0
+                    for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
+                        if chunk_err:
+                            probe.write(chunk_err)
+                        if chunk_out and size <= max_collect_bytes:
+                            size += len(chunk_out)
+                            spool.write(chunk_out)
+                    if api.exec_inspect(exec_id).get("ExitCode") is None:
+                        last_error = "the collecting exec did not run"
+                        time.sleep(_FINISH_PAUSE_S)
+                        continue
+                    spool.seek(0)
+                    dest = job.outputs_dir or Path(scratch) / "ws"
+                    skipped = extract_outputs(spool, dest)
+                    if size > max_collect_bytes:
+                        skipped.append(f"(collection stopped at {max_collect_bytes} bytes)")
+                    blob = _read_events(dest)
                 usage, oom_kills = _parse_probe(probe.getvalue())
                 return _Finish(usage, oom_kills, skipped, blob)
             except Exception as exc:

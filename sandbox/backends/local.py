@@ -9,6 +9,7 @@ size-capped workspace; a policy asking for those is refused unless `allow_weaker
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import io
 import os
@@ -35,7 +36,7 @@ from sandbox.events import EVENTS_FILE, parse_events
 from sandbox.gpus import GpuSampler, resolve_gpu_ids
 from sandbox.limits import max_event_line_bytes, max_events, stream_chunk_bytes
 from sandbox.policy import Policy
-from sandbox.results import AttemptResult, CappedBuffer, Status, Usage
+from sandbox.results import AttemptResult, CappedBuffer, Usage
 from sandbox.staging import extract_outputs, pack_workspace
 
 WARNING = (
@@ -61,8 +62,9 @@ def _network_isolation_mode() -> str | None:
     """'direct' (root: unshare in the child), 'userns' (unshare -rn wrapper), or None."""
     probes: list[tuple[str, list[str]]] = []
     if os.geteuid() == 0:
-        probes.append(("direct", [sys.executable, "-c",
-                                  "import ctypes; assert ctypes.CDLL(None).unshare(0x40000000) == 0"]))
+        probes.append(
+            ("direct", [sys.executable, "-c", "import ctypes; assert ctypes.CDLL(None).unshare(0x40000000) == 0"])
+        )
     unshare = shutil.which("unshare")
     if unshare is not None:
         probes.append(("userns", [unshare, "-rn", "true"]))
@@ -85,8 +87,12 @@ def _unprivileged_python_works(python: str, uid: int = 1000) -> bool:
     repo_root = str(Path(__file__).resolve().parents[2])
     try:
         probe = subprocess.run(
-            [python, "-c", "import sandbox.harness"], env={"PYTHONPATH": repo_root},
-            capture_output=True, timeout=30, preexec_fn=drop, check=False,  # noqa: PLW1509
+            [python, "-c", "import sandbox.harness"],
+            env={"PYTHONPATH": repo_root},
+            capture_output=True,
+            timeout=30,
+            preexec_fn=drop,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return False
@@ -149,10 +155,8 @@ class _Cgroup:
 
     def remove(self) -> None:
         if self.path is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.path.rmdir()
-            except OSError:
-                pass
 
 
 class LocalSandbox(Sandbox):
@@ -237,22 +241,41 @@ class LocalSandbox(Sandbox):
             if events_path.is_file() and not events_path.is_symlink():
                 with events_path.open("rb") as fh:
                     blob = fh.read(max_events * max_event_line_bytes)
-        status, reason = classify(
-            exit_code, elapsed, policy, oom_killed=oom_kills > 0, host_deadline_hit=deadline_hit
-        )
+        status, reason = classify(exit_code, elapsed, policy, oom_killed=oom_kills > 0, host_deadline_hit=deadline_hit)
         events, stats = parse_events(blob)
         return AttemptResult(
-            status=status, exit_code=exit_code, duration_s=time.monotonic() - t0,
-            started_at=started_at, stdout=out.text(), stderr=err.text(),
-            truncated=out.truncated or err.truncated, stdout_bytes=out.total,
-            stderr_bytes=err.total, events=events, event_stats=stats, usage=usage,
-            limits=policy, image=None, container_id=None, backend="local", reason=reason,
-            outputs_dir=job.outputs_dir, outputs_skipped=skipped,
+            status=status,
+            exit_code=exit_code,
+            duration_s=time.monotonic() - t0,
+            started_at=started_at,
+            stdout=out.text(),
+            stderr=err.text(),
+            truncated=out.truncated or err.truncated,
+            stdout_bytes=out.total,
+            stderr_bytes=err.total,
+            events=events,
+            event_stats=stats,
+            usage=usage,
+            limits=policy,
+            image=None,
+            container_id=None,
+            backend="local",
+            reason=reason,
+            outputs_dir=job.outputs_dir,
+            outputs_skipped=skipped,
         )
 
     def _spawn(
-        self, job: Job, policy: Policy, workspace: Path, gpu_ids: list[int], cgroup: _Cgroup,
-        uid: int, gid: int, out: CappedBuffer, err: CappedBuffer,
+        self,
+        job: Job,
+        policy: Policy,
+        workspace: Path,
+        gpu_ids: list[int],
+        cgroup: _Cgroup,
+        uid: int,
+        gid: int,
+        out: CappedBuffer,
+        err: CappedBuffer,
     ) -> tuple[int | None, bool, float, int | None]:
         argv = ["timeout", "-k", f"{policy.kill_grace:g}s", f"{policy.timeout:g}s", *job.command]
         if argv[4] in {"python3", "python"}:
@@ -292,8 +315,14 @@ class LocalSandbox(Sandbox):
 
         t0 = time.monotonic()
         proc = subprocess.Popen(
-            argv, cwd=workspace, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, preexec_fn=in_child,  # noqa: PLW1509
+            argv,
+            cwd=workspace,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=in_child,  # noqa: PLW1509
         )
         with self._lock:
             self._active.add(proc.pid)
@@ -330,10 +359,8 @@ class LocalSandbox(Sandbox):
 
 
 def _kill_group(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _pump(stream: IO[bytes] | None, sink: CappedBuffer) -> None:

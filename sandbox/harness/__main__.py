@@ -99,8 +99,12 @@ def run_job(args: argparse.Namespace, emitter: Emitter) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m sandbox.harness")
     parser.add_argument("--workspace", type=Path, default=Path.cwd())
-    parser.add_argument("--generated", action="append", default=None,
-                        help="folder of generated code, relative to the workspace (default gen)")
+    parser.add_argument(
+        "--generated",
+        action="append",
+        default=None,
+        help="folder of generated code, relative to the workspace (default gen)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("guard", help="compile, import and smoke-test a generated module")
     g.add_argument("--module", required=True, help="path of the module in the workspace")

@@ -8,6 +8,7 @@ group, and this process exits with the job's status.
 from __future__ import annotations
 
 import array
+import contextlib
 import json
 import os
 import signal
@@ -29,13 +30,14 @@ def connect() -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(SOCKET_PATH)
-            return sock
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
             if time.monotonic() > deadline:
                 print("sandlab: the warm server never came up", file=sys.stderr)
                 sys.exit(125)
             time.sleep(CONNECT_POLL_S)
+        else:
+            return sock
 
 
 def main(argv: list[str]) -> int:
@@ -49,10 +51,8 @@ def main(argv: list[str]) -> int:
     child_pid = int(json.loads(reader.readline())["pid"])
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(child_pid, signum)
-        except ProcessLookupError:
-            pass
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)

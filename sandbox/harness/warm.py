@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import contextlib
 import importlib
 import json
 import os
@@ -85,14 +86,12 @@ def child(request: dict[str, Any], fds: list[int]) -> NoReturn:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if exc.code is not None and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)
-    except BaseException:  # noqa: BLE001 - report it as python would, then exit 1
+    except BaseException:
         traceback.print_exc()
         code = 1
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(code)
 
 
@@ -121,10 +120,9 @@ def serve(preload: list[str]) -> None:
     conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
-    try:
+    # The client may be gone (killed by timeout -k); the host then reads the exec's code.
+    with contextlib.suppress(OSError):
         conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
-    except OSError:
-        pass  # the client was killed (timeout -k); the host reads the exec's code instead
     conn.close()
     while True:  # PID 1 keeps the container (and its tmpfs workspace) alive for collection
         try:

@@ -65,9 +65,7 @@ class FakeOpenAI:
         """Requests that arrived after the script ran out; a test should expect none."""
         self._server = ThreadingHTTPServer((LOCALHOST, 0), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(SHUTDOWN_POLL_S,), daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(SHUTDOWN_POLL_S,), daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -149,26 +147,29 @@ class FakeOpenAI:
                     self._send_reply(body, item)
 
             def _send_reply(self, body: dict[str, Any], reply: Reply) -> None:
-                self._send_json(200, {
-                    "id": f"chatcmpl-fake-{len(fake.requests)}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": body.get("model", "fake-model"),
-                    "choices": [{
-                        "index": 0,
-                        "message": {"role": "assistant", "content": reply.text},
-                        "finish_reason": "stop",
-                    }],
-                    "usage": {
-                        "prompt_tokens": reply.prompt_tokens,
-                        "completion_tokens": reply.completion_tokens,
-                        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+                self._send_json(
+                    200,
+                    {
+                        "id": f"chatcmpl-fake-{len(fake.requests)}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": body.get("model", "fake-model"),
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": reply.text},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {
+                            "prompt_tokens": reply.prompt_tokens,
+                            "completion_tokens": reply.completion_tokens,
+                            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+                        },
                     },
-                })
+                )
 
-            def _send_json(
-                self, status: int, payload: object, headers: dict[str, str] | None = None
-            ) -> None:
+            def _send_json(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)

@@ -96,28 +96,45 @@ class FakeSandbox(Sandbox):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
         return AttemptResult(
-            status=canned.status, exit_code=canned.exit_code, duration_s=self.job_seconds,
-            started_at=datetime.now(UTC), stderr=canned.stderr, events=canned.events,
-            usage=Usage(peak_memory_bytes=100 * 2**20, cpu_s=1.0), limits=policy, image="fake",
-            backend="fake", reason=f"canned {canned.status}", outputs_dir=job.outputs_dir,
+            status=canned.status,
+            exit_code=canned.exit_code,
+            duration_s=self.job_seconds,
+            started_at=datetime.now(UTC),
+            stderr=canned.stderr,
+            events=canned.events,
+            usage=Usage(peak_memory_bytes=100 * 2**20, cpu_s=1.0),
+            limits=policy,
+            image="fake",
+            backend="fake",
+            reason=f"canned {canned.status}",
+            outputs_dir=job.outputs_dir,
         )
 
     def default(self, kind: str, job: Job) -> Canned:
         if kind == "prepare":
-            labels = {"classes": list(range(10)), "val": [i % 10 for i in range(N_LABELS)],
-                      "test": [(i * 7) % 10 for i in range(N_LABELS)]}
-            return Canned(files={
-                "out/public/train.npz": b"train", "out/public/val.npz": b"val",
-                "out/eval/val_inputs.npy": b"val-inputs", "out/eval/test_inputs.npy": b"test-inputs",
-                "out/private/labels.json": json.dumps(labels).encode(),
-            })
+            labels = {
+                "classes": list(range(10)),
+                "val": [i % 10 for i in range(N_LABELS)],
+                "test": [(i * 7) % 10 for i in range(N_LABELS)],
+            }
+            return Canned(
+                files={
+                    "out/public/train.npz": b"train",
+                    "out/public/val.npz": b"val",
+                    "out/eval/val_inputs.npy": b"val-inputs",
+                    "out/eval/test_inputs.npy": b"test-inputs",
+                    "out/private/labels.json": json.dumps(labels).encode(),
+                }
+            )
         if kind == "guard":
             return Canned(events=[StageEvent(stage=s, state="passed") for s in ("compile", "import", "smoke")])
         config = json.loads(job.files["config.json"])
         if kind == "train":
             q = quality(config)
-            return Canned(files={"out/model.pt": struct.pack("d", q)},
-                          events=[MetricEvent(name="val_accuracy_telemetry", value=q)])
+            return Canned(
+                files={"out/model.pt": struct.pack("d", q)},
+                events=[MetricEvent(name="val_accuracy_telemetry", value=q)],
+            )
         # predict: each model file holds its quality; predict that fraction correctly
         split = "test" if job.files["inputs.npy"] == b"test-inputs" else "val"
         truth = [i % 10 for i in range(N_LABELS)] if split == "val" else [(i * 7) % 10 for i in range(N_LABELS)]

@@ -82,6 +82,8 @@ def test_exec_memory_bomb_under_default_is_oom_and_exits_1() -> None:
 
 @pytest.mark.docker
 def test_doctor_is_green_here_except_gpus() -> None:
-    proc = subprocess.run(["env", "COLUMNS=250", *CONTROLLER, "doctor"], capture_output=True, text=True, timeout=180, check=False)
+    proc = subprocess.run(
+        ["env", "COLUMNS=250", *CONTROLLER, "doctor"], capture_output=True, text=True, timeout=180, check=False
+    )
     assert proc.returncode == 0, proc.stdout
     assert "sandbox container" in proc.stdout and "GPUs (host)" in proc.stdout

@@ -36,8 +36,15 @@ def _orphans(client: Any) -> list[Any]:
 
 
 def _check_registry(root: Path) -> dict[str, Any]:
-    for name in ("run.json", "plan.json", "events.jsonl", "best.json", "best_config.json",
-                 "aggregates.json", "report/summary.md"):
+    for name in (
+        "run.json",
+        "plan.json",
+        "events.jsonl",
+        "best.json",
+        "best_config.json",
+        "aggregates.json",
+        "report/summary.md",
+    ):
         assert (root / name).is_file(), name
     best = json.loads((root / "best.json").read_text())
     assert best["scored_by"] == "host" and best["split"] == "test"
@@ -54,9 +61,24 @@ def _check_registry(root: Path) -> dict[str, Any]:
 def test_start_finishes_within_budget_with_a_complete_registry(tmp_path: Path, docker_client: Any) -> None:
     start = time.monotonic()
     proc = subprocess.run(
-        [*CONTROLLER, "start", "--budget", "3m", "--agent", "offline", "--task", "digits",
-         "--runs-dir", str(tmp_path), "--run-id", "e2e"],
-        capture_output=True, text=True, timeout=180 + 120, check=False,
+        [
+            *CONTROLLER,
+            "start",
+            "--budget",
+            "3m",
+            "--agent",
+            "offline",
+            "--task",
+            "digits",
+            "--runs-dir",
+            str(tmp_path),
+            "--run-id",
+            "e2e",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180 + 120,
+        check=False,
     )
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -68,21 +90,36 @@ def test_start_finishes_within_budget_with_a_complete_registry(tmp_path: Path, d
     assert _containers(docker_client, "e2e") == []
     assert _orphans(docker_client) == []
     # the CLI views read the registry
-    view = subprocess.run([*CONTROLLER, "attempts", "e2e", "--runs-dir", str(tmp_path)],
-                          capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"})
+    view = subprocess.run(
+        [*CONTROLLER, "attempts", "e2e", "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert "train" in view.stdout and "guard" in view.stdout
-    logs = subprocess.run([*CONTROLLER, "logs", "e2e", "--attempt", "4", "--runs-dir", str(tmp_path)],
-                          capture_output=True, text=True, check=True)
+    logs = subprocess.run(
+        [*CONTROLLER, "logs", "e2e", "--attempt", "4", "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "samples_per_s" in logs.stdout
-    status = subprocess.run([*CONTROLLER, "status", "e2e", "--runs-dir", str(tmp_path)],
-                            capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"})
+    status = subprocess.run(
+        [*CONTROLLER, "status", "e2e", "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert "finished" in status.stdout and "best so far" in status.stdout
 
 
 def test_kill_9_then_resume_loses_nothing_and_leaks_nothing(tmp_path: Path, docker_client: Any) -> None:
     proc = subprocess.Popen(
         [*CONTROLLER, "start", "--budget", "150s", "--seeds", "2", "--runs-dir", str(tmp_path), "--run-id", "crash"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     root = tmp_path / "crash"
     deadline = time.monotonic() + 120
@@ -96,8 +133,13 @@ def test_kill_9_then_resume_loses_nothing_and_leaks_nothing(tmp_path: Path, dock
     before = {p.name: (p / "attempt.json").read_bytes() for p in (root / "attempts").glob("[0-9][0-9][0-9][0-9]")}
     assert len(before) >= 6
     keys_before = {json.loads(v)["key"] for v in before.values()}
-    resumed = subprocess.run([*CONTROLLER, "resume", "crash", "--runs-dir", str(tmp_path)],
-                             capture_output=True, text=True, timeout=400, check=False)
+    resumed = subprocess.run(
+        [*CONTROLLER, "resume", "crash", "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     after = {p.name: (p / "attempt.json").read_bytes() for p in (root / "attempts").glob("[0-9][0-9][0-9][0-9]")}
     for name, data in before.items():

@@ -113,8 +113,9 @@ def test_unreachable_endpoint_raises_unavailable() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = LLMClient("gpt-4o-mini", base_url=f"http://127.0.0.1:{port}/v1", api_key="k",
-                       retry=FAST_RETRY, timeout_s=2.0)
+    client = LLMClient(
+        "gpt-4o-mini", base_url=f"http://127.0.0.1:{port}/v1", api_key="k", retry=FAST_RETRY, timeout_s=2.0
+    )
     with pytest.raises(LLMUnavailableError, match="unreachable after 3 tries"):
         client.complete(HELLO)
     assert client.usage.retries == 2
@@ -130,8 +131,9 @@ def test_fake_fails_loudly_when_its_script_runs_out() -> None:
 
 
 def test_cost_is_tokens_times_price(fake: FakeOpenAI) -> None:
-    fake.script(Reply("a", prompt_tokens=1200, completion_tokens=300),
-                Reply("b", prompt_tokens=1200, completion_tokens=300))
+    fake.script(
+        Reply("a", prompt_tokens=1200, completion_tokens=300), Reply("b", prompt_tokens=1200, completion_tokens=300)
+    )
     deltas: list[LLMUsage] = []
     client = make_client(fake, on_usage=deltas.append)
     client.complete(HELLO)
@@ -181,8 +183,9 @@ def test_budget_callback_refuses_before_any_request(fake: FakeOpenAI) -> None:
 
 
 def test_invalid_json_is_repaired_with_the_error_in_the_prompt(fake: FakeOpenAI) -> None:
-    fake.script(Reply('{"name": "x", "score": '),
-                Reply('Sure:\n```json\n{"name": "x", "score": 7}\n```\nHope that helps.'))
+    fake.script(
+        Reply('{"name": "x", "score": '), Reply('Sure:\n```json\n{"name": "x", "score": 7}\n```\nHope that helps.')
+    )
     verdict = make_client(fake).complete_structured(HELLO, Verdict)
     assert verdict == Verdict(name="x", score=7)
     assert fake.request_count == 2

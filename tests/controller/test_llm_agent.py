@@ -19,11 +19,8 @@ from tests.controller.fake_openai import FakeOpenAI, Reply
 FAST_RETRY = RetryPolicy(attempts=2, backoff_base_s=0.01, backoff_max_s=0.02, retry_after_max_s=0.1)
 MODEL = "gpt-4o-mini"  # priced at $0.15 / $0.60 per million tokens
 
-AUGMENT_CODE = (
-    "import torch\n\n\ndef augment(x: torch.Tensor) -> torch.Tensor:\n    return x.flip(-1)\n"
-)
-SHIFT = Hypothesis(id="shift", statement="Shifts help.",
-                   modules={"augment": "random 1-pixel shifts"})
+AUGMENT_CODE = "import torch\n\n\ndef augment(x: torch.Tensor) -> torch.Tensor:\n    return x.flip(-1)\n"
+SHIFT = Hypothesis(id="shift", statement="Shifts help.", modules={"augment": "random 1-pixel shifts"})
 
 
 @pytest.fixture
@@ -38,11 +35,10 @@ def task() -> Task:
     return load_task("digits")
 
 
-def make_agent(
-    fake: FakeOpenAI, *, max_repairs: int = 2, cache_dir: Path | None = None
-) -> LLMAgent:
-    client = LLMClient(MODEL, base_url=fake.base_url, api_key="test-key", retry=FAST_RETRY,
-                       timeout_s=5.0, cache_dir=cache_dir)
+def make_agent(fake: FakeOpenAI, *, max_repairs: int = 2, cache_dir: Path | None = None) -> LLMAgent:
+    client = LLMClient(
+        MODEL, base_url=fake.base_url, api_key="test-key", retry=FAST_RETRY, timeout_s=5.0, cache_dir=cache_dir
+    )
     return LLMAgent(MODEL, client=client, max_repairs=max_repairs)
 
 
@@ -62,19 +58,30 @@ def all_text(request: dict[str, Any]) -> str:
 
 
 def test_plan_sanitizes_ids_and_drops_unknown_slots_and_hyper(fake: FakeOpenAI, task: Task) -> None:
-    fake.script(reply({
-        "objective": "Beat the baseline.",
-        "hypotheses": [
-            {"id": "Shift + MLP Head!", "statement": "Shifts and an MLP head help.",
-             "modules": {"augment": "random shifts", "head": "mlp 128", "optimizer": "adamw"},
-             "hyper": {"lr": 0.01, "width": 64.0, "momentum": 0.9, "epochs": 12},
-             "success_threshold": 0.01},
-            {"id": "shift + mlp head", "statement": "Same id again.", "hyper": {"width": 48}},
-            {"id": "!!!", "statement": "Only unknown things.", "modules": {"loss": "focal"},
-             "hyper": {"dropout": 0.5}},
-            {"id": "___", "statement": "Bad id, real change.", "hyper": {"epochs": 20}},
-        ],
-    }))
+    fake.script(
+        reply(
+            {
+                "objective": "Beat the baseline.",
+                "hypotheses": [
+                    {
+                        "id": "Shift + MLP Head!",
+                        "statement": "Shifts and an MLP head help.",
+                        "modules": {"augment": "random shifts", "head": "mlp 128", "optimizer": "adamw"},
+                        "hyper": {"lr": 0.01, "width": 64.0, "momentum": 0.9, "epochs": 12},
+                        "success_threshold": 0.01,
+                    },
+                    {"id": "shift + mlp head", "statement": "Same id again.", "hyper": {"width": 48}},
+                    {
+                        "id": "!!!",
+                        "statement": "Only unknown things.",
+                        "modules": {"loss": "focal"},
+                        "hyper": {"dropout": 0.5},
+                    },
+                    {"id": "___", "statement": "Bad id, real change.", "hyper": {"epochs": 20}},
+                ],
+            }
+        )
+    )
     plan = make_agent(fake).plan(task, [3, 4])
 
     assert isinstance(plan, Plan)
@@ -97,9 +104,16 @@ def test_plan_sanitizes_ids_and_drops_unknown_slots_and_hyper(fake: FakeOpenAI, 
 
 
 def test_plan_with_nothing_testable_raises(fake: FakeOpenAI, task: Task) -> None:
-    fake.script(reply({"objective": "o", "hypotheses": [
-        {"id": "x", "statement": "Only unknown slots.", "modules": {"loss": "focal"}},
-    ]}))
+    fake.script(
+        reply(
+            {
+                "objective": "o",
+                "hypotheses": [
+                    {"id": "x", "statement": "Only unknown slots.", "modules": {"loss": "focal"}},
+                ],
+            }
+        )
+    )
     with pytest.raises(LLMOutputError, match="planned no hypothesis"):
         make_agent(fake).plan(task, [0])
 
@@ -107,15 +121,13 @@ def test_plan_with_nothing_testable_raises(fake: FakeOpenAI, task: Task) -> None
 def test_invalid_json_is_sent_back_then_valid_reply_is_used(fake: FakeOpenAI, task: Task) -> None:
     fake.script(
         Reply("Sure! Here is the plan: {objective: 'oops'"),
-        reply({"objective": "o", "hypotheses": [{"id": "a", "statement": "s",
-                                                  "hyper": {"lr": 0.001}}]}),
+        reply({"objective": "o", "hypotheses": [{"id": "a", "statement": "s", "hyper": {"lr": 0.001}}]}),
     )
     plan = make_agent(fake).plan(task, [0])
     assert [h.id for h in plan.hypotheses] == ["a"]
     assert fake.request_count == 2
     retry_messages = fake.requests[1]["messages"]
-    assert retry_messages[-2] == {"role": "assistant",
-                                  "content": "Sure! Here is the plan: {objective: 'oops'"}
+    assert retry_messages[-2] == {"role": "assistant", "content": "Sure! Here is the plan: {objective: 'oops'"}
     assert "That reply was invalid" in retry_messages[-1]["content"]
 
 
@@ -162,7 +174,7 @@ FAILURE = GuardFailure(
     exception_type="AttributeError",
     message="'Tensor' object has no attribute 'flipp'",
     traceback="  smoke.py:20 in check_augment: y = augment(x.clone())\n"
-              "> gen/augment.py:5 in augment: return x.flipp(-1)",
+    "> gen/augment.py:5 in augment: return x.flipp(-1)",
     stderr_tail="Traceback (most recent call last): ... AttributeError",
 )
 BROKEN = ModuleCode(slot="augment", code=AUGMENT_CODE.replace("flip", "flipp"), origin="agent")
@@ -194,12 +206,9 @@ def test_repair_trims_a_long_stderr_tail(fake: FakeOpenAI, task: Task) -> None:
     assert len(prompt) < 12_000
 
 
-def test_repair_rolls_back_when_the_model_never_gives_valid_output(
-    fake: FakeOpenAI, task: Task
-) -> None:
-    fake.script(Reply("no json here"), Reply("{\"nope\": 1}"))
-    fixed = make_agent(fake, max_repairs=1).repair(task, "augment", SHIFT, BROKEN, FAILURE,
-                                                   LAST_GOOD)
+def test_repair_rolls_back_when_the_model_never_gives_valid_output(fake: FakeOpenAI, task: Task) -> None:
+    fake.script(Reply("no json here"), Reply('{"nope": 1}'))
+    fixed = make_agent(fake, max_repairs=1).repair(task, "augment", SHIFT, BROKEN, FAILURE, LAST_GOOD)
     assert fixed == ModuleCode(slot="augment", code=LAST_GOOD.code, origin="rollback")
     assert fake.request_count == 2
 
@@ -208,19 +217,33 @@ def test_repair_rolls_back_when_the_model_never_gives_valid_output(
 
 
 def outcome(hypothesis: Hypothesis, *, supported: bool = False) -> IterationOutcome:
-    return IterationOutcome(iteration=1, hypothesis=hypothesis, supported=supported,
-                            arm_means={"baseline": 0.9512, f"novelty:{hypothesis.id}": 0.9634},
-                            baseline_mean=0.9512)
+    return IterationOutcome(
+        iteration=1,
+        hypothesis=hypothesis,
+        supported=supported,
+        arm_means={"baseline": 0.9512, f"novelty:{hypothesis.id}": 0.9634},
+        baseline_mean=0.9512,
+    )
 
 
-PLAN = Plan(task="digits", objective="Beat the baseline.",
-            hypotheses=[SHIFT, Hypothesis(id="wide", statement="Wider.", hyper={"width": 64})])
+PLAN = Plan(
+    task="digits",
+    objective="Beat the baseline.",
+    hypotheses=[SHIFT, Hypothesis(id="wide", statement="Wider.", hyper={"width": 64})],
+)
 
 
 def test_refine_returns_none_on_stop(fake: FakeOpenAI, task: Task) -> None:
     # A hypothesis sent along with "stop" is ignored: the decision is what counts.
-    fake.script(reply({"decision": "stop", "reason": "nothing left worth trying",
-                       "hypothesis": {"id": "late", "statement": "s", "hyper": {"lr": 0.01}}}))
+    fake.script(
+        reply(
+            {
+                "decision": "stop",
+                "reason": "nothing left worth trying",
+                "hypothesis": {"id": "late", "statement": "s", "hyper": {"lr": 0.01}},
+            }
+        )
+    )
     assert make_agent(fake).refine(task, PLAN, [outcome(SHIFT)]) is None
     prompt = user_prompt(fake.requests[0])
     assert "0.9634" in prompt  # the results reach the model
@@ -228,10 +251,20 @@ def test_refine_returns_none_on_stop(fake: FakeOpenAI, task: Task) -> None:
 
 
 def test_refine_renames_a_repeated_id_and_sanitizes(fake: FakeOpenAI, task: Task) -> None:
-    fake.script(reply({"decision": "continue", "reason": "build on it", "hypothesis": {
-        "id": "Shift", "statement": "Shifts with a head.",
-        "modules": {"augment": "shifts", "head": "mlp", "loss": "focal"}, "hyper": {"lr": 0.006},
-    }}))
+    fake.script(
+        reply(
+            {
+                "decision": "continue",
+                "reason": "build on it",
+                "hypothesis": {
+                    "id": "Shift",
+                    "statement": "Shifts with a head.",
+                    "modules": {"augment": "shifts", "head": "mlp", "loss": "focal"},
+                    "hyper": {"lr": 0.006},
+                },
+            }
+        )
+    )
     hypothesis = make_agent(fake).refine(task, PLAN, [outcome(SHIFT, supported=True)])
     assert hypothesis is not None
     assert hypothesis.id == "shift-2"
@@ -242,8 +275,7 @@ def test_refine_renames_a_repeated_id_and_sanitizes(fake: FakeOpenAI, task: Task
 def test_refine_continue_without_hypothesis_is_repaired(fake: FakeOpenAI, task: Task) -> None:
     fake.script(
         reply({"decision": "continue"}),
-        reply({"decision": "continue", "hypothesis": {"id": "wide", "statement": "Wider.",
-                                                      "hyper": {"width": 64}}}),
+        reply({"decision": "continue", "hypothesis": {"id": "wide", "statement": "Wider.", "hyper": {"width": 64}}}),
     )
     hypothesis = make_agent(fake).refine(task, PLAN, [outcome(SHIFT)])
     assert hypothesis is not None
@@ -269,8 +301,7 @@ def test_usage_accumulates_tokens_and_cost(fake: FakeOpenAI, task: Task) -> None
     agent = make_agent(fake)
     assert agent.usage is agent.client.usage
     agent.write_module(task, "augment", SHIFT)
-    assert (agent.usage.calls, agent.usage.prompt_tokens, agent.usage.completion_tokens) == (
-        1, 1000, 500)
+    assert (agent.usage.calls, agent.usage.prompt_tokens, agent.usage.completion_tokens) == (1, 1000, 500)
     agent.review(task, outcome(SHIFT))
     assert agent.usage.calls == 2
     assert agent.usage.prompt_tokens == 3000
@@ -291,13 +322,16 @@ def test_cached_requests_replay_without_calls(fake: FakeOpenAI, task: Task, tmp_
 # -- helpers -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("Shift + MLP", "shift-mlp"),
-    ("-_lead", "lead"),
-    ("a" * 60, "a" * 48),
-    ("!!!", "fallback"),
-    ("ok_id-1", "ok_id-1"),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Shift + MLP", "shift-mlp"),
+        ("-_lead", "lead"),
+        ("a" * 60, "a" * 48),
+        ("!!!", "fallback"),
+        ("ok_id-1", "ok_id-1"),
+    ],
+)
 def test_sanitize_id(raw: str, expected: str) -> None:
     assert sanitize_id(raw, "fallback") == expected
     Hypothesis(id=sanitize_id(raw, "fallback"), statement="valid")

@@ -20,12 +20,12 @@ from tests.controller.fake_openai import FakeOpenAI, Reply
 
 pytestmark = pytest.mark.docker
 
-BUGGY_HEAD = '''from torch import nn
+BUGGY_HEAD = """from torch import nn
 
 
 def make_head(in_features, num_classes):
     return nn.Sequential(nn.Linear(in_features + 1, 64), nn.ReLU(), nn.Linear(64, num_classes))
-'''
+"""
 FIXED_HEAD = BUGGY_HEAD.replace("in_features + 1", "in_features")
 
 
@@ -34,9 +34,18 @@ def _reply(payload: dict[str, Any]) -> Reply:
 
 
 def test_llm_agent_repairs_a_shape_bug_from_the_real_traceback(tmp_path: Path, docker_client: Any) -> None:
-    plan = {"objective": "improve the head", "hypotheses": [{
-        "id": "mlp-head", "statement": "A two-layer MLP head beats a linear head.",
-        "modules": {"head": "MLP with 64 hidden units"}, "hyper": {}, "success_threshold": 0.005}]}
+    plan = {
+        "objective": "improve the head",
+        "hypotheses": [
+            {
+                "id": "mlp-head",
+                "statement": "A two-layer MLP head beats a linear head.",
+                "modules": {"head": "MLP with 64 hidden units"},
+                "hyper": {},
+                "success_threshold": 0.005,
+            }
+        ],
+    }
     with FakeOpenAI() as fake:
         fake.script(
             _reply(plan),
@@ -47,9 +56,29 @@ def test_llm_agent_repairs_a_shape_bug_from_the_real_traceback(tmp_path: Path, d
         )
         env = {**os.environ, "OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "test-key"}
         proc = subprocess.run(
-            [sys.executable, "-m", "controller", "start", "--agent", "llm", "--model", "gpt-4o-mini",
-             "--budget", "150s", "--seeds", "1", "--runs-dir", str(tmp_path), "--run-id", "llm"],
-            capture_output=True, text=True, timeout=400, env=env, check=False,
+            [
+                sys.executable,
+                "-m",
+                "controller",
+                "start",
+                "--agent",
+                "llm",
+                "--model",
+                "gpt-4o-mini",
+                "--budget",
+                "150s",
+                "--seeds",
+                "1",
+                "--runs-dir",
+                str(tmp_path),
+                "--run-id",
+                "llm",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=400,
+            env=env,
+            check=False,
         )
         requests = list(fake.requests)
         assert fake.unscripted == []

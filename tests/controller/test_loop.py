@@ -18,29 +18,44 @@ from controller.session import stage_policies
 from controller.tasks import Task, load_task
 from sandbox.events import ExceptionEvent, Frame, MetricEvent, StageEvent
 from sandbox.results import Status
-from tests.controller.fakes import Canned, FakeClock, FakeSandbox, kinds
+from tests.controller.fakes import Canned, FakeSandbox
 
 TASK = load_task("digits")
 
 
 def make_loop(
-    tmp_path: Path, sandbox: FakeSandbox, *, budget_s: float = 3600, reserve_s: float = 60,
-    limits: IterationLimits | None = None, agent: Any = None, seeds: int = 3, run_id: str = "r1",
+    tmp_path: Path,
+    sandbox: FakeSandbox,
+    *,
+    budget_s: float = 3600,
+    reserve_s: float = 60,
+    limits: IterationLimits | None = None,
+    agent: Any = None,
+    seeds: int = 3,
+    run_id: str = "r1",
     max_cost: float | None = None,
 ) -> ResearchLoop:
-    config = RunConfig(budget_s=budget_s, seeds=list(range(seeds)), report_reserve_s=reserve_s,
-                       max_cost_usd=max_cost)
+    config = RunConfig(budget_s=budget_s, seeds=list(range(seeds)), report_reserve_s=reserve_s, max_cost_usd=max_cost)
     runs = tmp_path / "runs"
     try:
         store = RunStore.open(runs, run_id)
         state = store.load_state()
     except Exception:
         store, state = RunStore.create(runs, config, run_id)
-    budget = Budget(budget_s, reserve_s=reserve_s, used_s=state.totals.wall_s, clock=sandbox.clock,
-                    max_cost_usd=max_cost)
-    ctx = LoopContext(store=store, state=state, sandbox=sandbox, agent=agent or OfflineAgent(), task=TASK,
-                      policies=stage_policies(config), budget=budget, limits=limits or IterationLimits(),
-                      progress=lambda line: None)
+    budget = Budget(
+        budget_s, reserve_s=reserve_s, used_s=state.totals.wall_s, clock=sandbox.clock, max_cost_usd=max_cost
+    )
+    ctx = LoopContext(
+        store=store,
+        state=state,
+        sandbox=sandbox,
+        agent=agent or OfflineAgent(),
+        task=TASK,
+        policies=stage_policies(config),
+        budget=budget,
+        limits=limits or IterationLimits(),
+        progress=lambda line: None,
+    )
     return ResearchLoop(ctx)
 
 
@@ -50,8 +65,16 @@ def test_a_full_run_fills_the_registry_and_reports_a_host_scored_test_number(tmp
     state = loop.run()
     root = loop.store.root
     assert state.status == "finished"
-    for name in ("run.json", "plan.json", "events.jsonl", "best.json", "best_config.json", "aggregates.json",
-                 "report/summary.md", "journal.json"):
+    for name in (
+        "run.json",
+        "plan.json",
+        "events.jsonl",
+        "best.json",
+        "best_config.json",
+        "aggregates.json",
+        "report/summary.md",
+        "journal.json",
+    ):
         assert (root / name).is_file(), name
     best = json.loads((root / "best.json").read_text())
     assert best["split"] == "test" and best["scored_by"] == "host" and best["selected_on"] == "validation"
@@ -79,7 +102,9 @@ def test_a_full_run_fills_the_registry_and_reports_a_host_scored_test_number(tmp
 def test_test_split_is_evaluated_once_for_the_selected_configuration(tmp_path: Path) -> None:
     sandbox = FakeSandbox()
     make_loop(tmp_path, sandbox).run()
-    test_jobs = [job for kind, job, _ in sandbox.calls if kind == "predict" and job.files["inputs.npy"] == b"test-inputs"]
+    test_jobs = [
+        job for kind, job, _ in sandbox.calls if kind == "predict" and job.files["inputs.npy"] == b"test-inputs"
+    ]
     assert len(test_jobs) == 1
     assert sorted(json.loads(test_jobs[0].files["config.json"])["models"]) == ["s0", "s1", "s2"]
 
@@ -118,9 +143,14 @@ def test_iteration_attempt_limit_cuts_the_iteration_and_is_logged(tmp_path: Path
 
 
 def _failed_guard(stage: str = "smoke") -> Canned:
-    exc = ExceptionEvent(stage=stage, type="RuntimeError", message="mat1 and mat2 shapes cannot be multiplied",
-                         frames=[Frame(file="/workspace/gen/head.py", line=7, function="forward",
-                                       source="return self.fc(x)", generated=True)])
+    exc = ExceptionEvent(
+        stage=stage,
+        type="RuntimeError",
+        message="mat1 and mat2 shapes cannot be multiplied",
+        frames=[
+            Frame(file="/workspace/gen/head.py", line=7, function="forward", source="return self.fc(x)", generated=True)
+        ],
+    )
     return Canned(status=Status.error, exit_code=1, events=[StageEvent(stage=stage, state="failed"), exc])
 
 
@@ -131,8 +161,15 @@ class ScriptedRepairAgent(OfflineAgent):
         super().__init__()
         self.failures: list[GuardFailure] = []
 
-    def repair(self, task: Task, slot: str, hypothesis: Hypothesis, module: ModuleCode,
-               failure: GuardFailure, last_good: ModuleCode) -> ModuleCode:
+    def repair(
+        self,
+        task: Task,
+        slot: str,
+        hypothesis: Hypothesis,
+        module: ModuleCode,
+        failure: GuardFailure,
+        last_good: ModuleCode,
+    ) -> ModuleCode:
         self.failures.append(failure)
         return ModuleCode(slot=slot, code=module.code + f"\n# repair {len(self.failures)}\n", origin="repair")
 
@@ -194,8 +231,9 @@ def test_resume_after_a_crash_loses_nothing_and_reruns_nothing(tmp_path: Path) -
 
 def test_a_suspect_claim_and_invalid_predictions_are_flagged(tmp_path: Path) -> None:
     sandbox = FakeSandbox()
-    bogus = Canned(files={"out/model.pt": __import__("struct").pack("d", 0.81)},
-                   events=[MetricEvent(name="accuracy", value=1.0)])
+    bogus = Canned(
+        files={"out/model.pt": __import__("struct").pack("d", 0.81)}, events=[MetricEvent(name="accuracy", value=1.0)]
+    )
     sandbox.script("train", bogus)
     sandbox.script("predict", Canned(), Canned(files={"out/predictions.json": b'{"predictions": {"s1": [1, 2]}}'}))
     loop = make_loop(tmp_path, sandbox, seeds=3)

@@ -110,9 +110,7 @@ def test_compare_matches_scipy_welch() -> None:
     df = (v1 + v2) ** 2 / (v1**2 / (len(ARM) - 1) + v2**2 / (len(BASE) - 1))
     assert c.welch_df == pytest.approx(float(df), rel=1e-12)
     n1, n2 = len(ARM), len(BASE)
-    pooled = math.sqrt(
-        ((n1 - 1) * np.var(ARM, ddof=1) + (n2 - 1) * np.var(BASE, ddof=1)) / (n1 + n2 - 2)
-    )
+    pooled = math.sqrt(((n1 - 1) * np.var(ARM, ddof=1) + (n2 - 1) * np.var(BASE, ddof=1)) / (n1 + n2 - 2))
     d = (np.mean(ARM) - np.mean(BASE)) / pooled
     assert c.cohens_d == pytest.approx(float(d), rel=1e-12)
     # Exact J is close to the common approximation 1 - 3 / (4 (n1 + n2) - 9).

@@ -54,7 +54,18 @@ def test_guard_reports_the_failing_stage_and_generated_frames(sandbox: Sandbox, 
         "def make_head(n):\n    return helper(n)\n\ndef helper(n):\n    return n['x']\n"
     )
     (tmp_path / "smoke.py").write_text("def check(entry):\n    return entry(3)\n")
-    cmd = [PY, "-m", "sandbox.harness", "guard", "--module", "gen/head.py", "--entry", "make_head", "--smoke", "smoke:check"]
+    cmd = [
+        PY,
+        "-m",
+        "sandbox.harness",
+        "guard",
+        "--module",
+        "gen/head.py",
+        "--entry",
+        "make_head",
+        "--smoke",
+        "smoke:check",
+    ]
     result = sandbox.run(Job(command=cmd, workspace=tmp_path), small())
     assert result.status is Status.error
     stages = [(e.stage, e.state) for e in result.events if isinstance(e, StageEvent)]
@@ -98,7 +109,11 @@ def test_timeout_is_reported_within_the_slack(sandbox: Sandbox) -> None:
 
 
 def test_memory_bomb_is_reported_as_oom(sandbox: Sandbox) -> None:
-    if isinstance(sandbox, LocalSandbox) and not Path("/sys/fs/cgroup/memory").is_dir() and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
+    if (
+        isinstance(sandbox, LocalSandbox)
+        and not Path("/sys/fs/cgroup/memory").is_dir()
+        and not Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    ):
         pytest.skip("no writable memory cgroup for the local backend")
     bomb = "x = []\nwhile True:\n    x.append(bytearray(50 * 2**20))\n"
     result = sandbox.run(Job(command=[PY, "-c", bomb]), small(memory="256MiB", timeout="60s"))
@@ -130,8 +145,11 @@ def test_outputs_are_copied_back_without_following_links(sandbox: Sandbox, tmp_p
 def test_workspace_files_are_staged(sandbox: Sandbox, tmp_path: Path) -> None:
     (tmp_path / "data.txt").write_text("42")
     result = sandbox.run(
-        Job(command=[PY, "-c", "print(open('data.txt').read()); print(open('extra.txt').read())"],
-            workspace=tmp_path, files={"extra.txt": b"bonus"}),
+        Job(
+            command=[PY, "-c", "print(open('data.txt').read()); print(open('extra.txt').read())"],
+            workspace=tmp_path,
+            files={"extra.txt": b"bonus"},
+        ),
         small(),
     )
     assert result.stdout.split() == ["42", "bonus"]
@@ -140,5 +158,7 @@ def test_workspace_files_are_staged(sandbox: Sandbox, tmp_path: Path) -> None:
 def test_network_is_loopback_only(sandbox: Sandbox) -> None:
     if isinstance(sandbox, LocalSandbox) and not sandbox._netns:
         pytest.skip("unshare -n is not permitted on this host")
-    result = sandbox.run(Job(command=[PY, "-c", "import socket; print(sorted(n for _, n in socket.if_nameindex()))"]), small())
+    result = sandbox.run(
+        Job(command=[PY, "-c", "import socket; print(sorted(n for _, n in socket.if_nameindex()))"]), small()
+    )
     assert result.stdout.strip() == "['lo']"

@@ -23,9 +23,12 @@ def test_malformed_oversized_and_excess_lines_are_counted_and_dropped() -> None:
         + _line({"kind": "nope"})
         + _line({"kind": "metric", "name": "acc", "value": "NaN"})
         + _line({"kind": "metric", "name": "acc", "value": 1, "extra": True})
-        + b'{"kind": "metric", "name": "' + b"x" * 200 + b'", "value": 1}\n'
+        + b'{"kind": "metric", "name": "'
+        + b"x" * 200
+        + b'", "value": 1}\n'
         + good * 5
-        + b"[" * 100_000 + b"\n"
+        + b"[" * 100_000
+        + b"\n"
     )
     events, stats = parse_events(blob, limit=3, max_line=150)
     assert len(events) == 3
@@ -41,7 +44,12 @@ def test_deeply_nested_json_does_not_crash_the_host() -> None:
 
 def test_last_exception_finds_the_latest() -> None:
     blob = _line({"kind": "exception", "type": "A", "message": "1"}) + _line(
-        {"kind": "exception", "type": "B", "message": "2", "frames": [{"file": "gen/x.py", "line": 3, "function": "f", "generated": True}]}
+        {
+            "kind": "exception",
+            "type": "B",
+            "message": "2",
+            "frames": [{"file": "gen/x.py", "line": 3, "function": "f", "generated": True}],
+        }
     )
     events, _ = parse_events(blob)
     exc = last_exception(events)

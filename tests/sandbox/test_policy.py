@@ -79,7 +79,9 @@ def test_data_mount_target_cannot_shadow_the_workspace() -> None:
         Policy.model_validate({"data_mounts": [{"source": "/srv/data", "target": "/workspace"}]})
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("2h", 7200), ("1h30m", 5400), ("45", 45), ("250ms", 0.25)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("15m", 900), ("2h", 7200), ("1h30m", 5400), ("45", 45), ("250ms", 0.25)]
+)
 def test_durations_parse(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 

@@ -20,9 +20,16 @@ pytestmark = pytest.mark.docker
 
 def _labelled(client: Any, run_id: str, pid: int, start: str = "") -> Any:
     return client.containers.create(
-        "sandlab-runner:latest", ["sleep", "infinity"], network_mode="none",
-        labels={labels.RUN: run_id, labels.ATTEMPT: "0001", labels.OWNER_PID: str(pid),
-                labels.OWNER_HOST: socket.gethostname(), labels.OWNER_START: start},
+        "sandlab-runner:latest",
+        ["sleep", "infinity"],
+        network_mode="none",
+        labels={
+            labels.RUN: run_id,
+            labels.ATTEMPT: "0001",
+            labels.OWNER_PID: str(pid),
+            labels.OWNER_HOST: socket.gethostname(),
+            labels.OWNER_START: start,
+        },
     )
 
 
@@ -61,7 +68,8 @@ def test_sigkill_of_sandbox_exec_then_reap_leaves_nothing(docker_client: Any) ->
     controller = [sys.executable, "-m", "controller"]
     proc = subprocess.Popen(
         [*controller, "sandbox", "exec", "--timeout", "60s", "--", "python3", "-c", "import time; time.sleep(60)"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     label = {"label": f"{labels.OWNER_PID}={proc.pid}"}
     deadline = time.monotonic() + 60

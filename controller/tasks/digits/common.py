@@ -13,7 +13,8 @@ def load_generated(path: str) -> ModuleType:
     """Import a generated module from its file."""
     spec = importlib.util.spec_from_file_location(f"gen_{Path(path).stem}", path)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
+        msg = f"cannot import {path}"
+        raise ImportError(msg)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from common import load_generated, pick_device, write_json
 from model import Net
 
@@ -21,8 +20,9 @@ def run(config: dict[str, Any], reporter: Any) -> None:
     make_head = load_generated("gen/head.py").make_head
     predictions: dict[str, list[int]] = {}
     for name in config["models"]:
-        model = Net(tuple(config["input_shape"]), int(config["width"]),
-                    int(config["num_classes"]), make_head).to(device)
+        model = Net(tuple(config["input_shape"]), int(config["width"]), int(config["num_classes"]), make_head).to(
+            device
+        )
         state = torch.load(f"models/{name}.pt", map_location=device, weights_only=True)
         model.load_state_dict(state)
         model.eval()

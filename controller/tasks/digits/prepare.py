@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from common import write_json
 
 SPLIT_SEED = 0
@@ -27,9 +26,11 @@ def main(config: dict[str, Any], reporter: Any) -> None:
     x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
     y = digits.target.astype(np.int64)
     x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=TEST_FRACTION, stratify=y, random_state=SPLIT_SEED)
+        x, y, test_size=TEST_FRACTION, stratify=y, random_state=SPLIT_SEED
+    )
     x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=VAL_FRACTION, stratify=y_rest, random_state=SPLIT_SEED)
+        x_rest, y_rest, test_size=VAL_FRACTION, stratify=y_rest, random_state=SPLIT_SEED
+    )
     import os
 
     os.makedirs("out/public", exist_ok=True)
@@ -38,13 +39,24 @@ def main(config: dict[str, Any], reporter: Any) -> None:
     np.savez("out/public/val.npz", x=x_val, y=y_val)
     np.save("out/eval/val_inputs.npy", x_val)
     np.save("out/eval/test_inputs.npy", x_test)
-    write_json("out/private/labels.json", {
-        "classes": sorted(int(c) for c in np.unique(y)),
-        "val": y_val.tolist(),
-        "test": y_test.tolist(),
-    })
-    write_json("out/meta.json", {
-        "dataset": "digits", "n_train": len(y_train), "n_val": len(y_val), "n_test": len(y_test),
-        "input_shape": list(x.shape[1:]), "num_classes": 10, "split_seed": SPLIT_SEED,
-    })
+    write_json(
+        "out/private/labels.json",
+        {
+            "classes": sorted(int(c) for c in np.unique(y)),
+            "val": y_val.tolist(),
+            "test": y_test.tolist(),
+        },
+    )
+    write_json(
+        "out/meta.json",
+        {
+            "dataset": "digits",
+            "n_train": len(y_train),
+            "n_val": len(y_val),
+            "n_test": len(y_test),
+            "input_shape": list(x.shape[1:]),
+            "num_classes": 10,
+            "split_seed": SPLIT_SEED,
+        },
+    )
     reporter.metric("n_train", len(y_train))

@@ -17,21 +17,27 @@ def check_augment(augment: Callable[[torch.Tensor], torch.Tensor]) -> None:
     x = torch.rand(BATCH, *SHAPE)
     y = augment(x.clone())
     if not isinstance(y, torch.Tensor):
-        raise TypeError(f"augment must return a torch.Tensor, got {type(y).__name__}")
+        msg = f"augment must return a torch.Tensor, got {type(y).__name__}"
+        raise TypeError(msg)
     if y.shape != x.shape:
-        raise ValueError(f"augment changed the shape: {tuple(x.shape)} -> {tuple(y.shape)}")
+        msg = f"augment changed the shape: {tuple(x.shape)} -> {tuple(y.shape)}"
+        raise ValueError(msg)
     if y.dtype != x.dtype:
-        raise TypeError(f"augment changed the dtype: {x.dtype} -> {y.dtype}")
+        msg = f"augment changed the dtype: {x.dtype} -> {y.dtype}"
+        raise TypeError(msg)
     if not torch.isfinite(y).all():
-        raise ValueError("augment produced NaN or inf")
+        msg = "augment produced NaN or inf"
+        raise ValueError(msg)
 
 
 def check_head(make_head: Callable[[int, int], nn.Module]) -> None:
     in_features = 64
     head = make_head(in_features, CLASSES)
     if not isinstance(head, nn.Module):
-        raise TypeError(f"make_head must return an nn.Module, got {type(head).__name__}")
+        msg = f"make_head must return an nn.Module, got {type(head).__name__}"
+        raise TypeError(msg)
     out = head(torch.randn(BATCH, in_features))
     if tuple(out.shape) != (BATCH, CLASSES):
-        raise ValueError(f"head output shape {tuple(out.shape)}, expected {(BATCH, CLASSES)}")
+        msg = f"head output shape {tuple(out.shape)}, expected {(BATCH, CLASSES)}"
+        raise ValueError(msg)
     out.sum().backward()

@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
 from common import load_generated, pick_device, write_json
 from model import Net
+from torch import nn
 
 
 def run(config: dict[str, Any], reporter: Any) -> None:
@@ -34,8 +33,7 @@ def run(config: dict[str, Any], reporter: Any) -> None:
 
     augment = load_generated("gen/augment.py").augment
     make_head = load_generated("gen/head.py").make_head
-    model = Net(tuple(config["input_shape"]), int(config["width"]), int(config["num_classes"]),
-                make_head).to(device)
+    model = Net(tuple(config["input_shape"]), int(config["width"]), int(config["num_classes"]), make_head).to(device)
     channels_last = bool(config.get("channels_last")) and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -52,7 +50,7 @@ def run(config: dict[str, Any], reporter: Any) -> None:
         order = torch.randperm(len(x_train), generator=generator)
         total_loss = 0.0
         for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             xb = augment(x_train[idx].clone()).to(device)
             yb = y_train[idx].to(device)
             if channels_last:
