@@ -47,7 +47,18 @@ def guard_workspace(root: Path) -> Job:
     (root / "gen").mkdir(exist_ok=True)
     (root / "gen" / "head.py").write_text(task.baseline_code("head"))
     spec = task.slots["head"]
-    cmd = ["python3", "-m", "sandbox.harness", "guard", "--module", spec.file, "--entry", spec.entry, "--smoke", spec.smoke]
+    cmd = [
+        "python3",
+        "-m",
+        "sandbox.harness",
+        "guard",
+        "--module",
+        spec.file,
+        "--entry",
+        spec.entry,
+        "--smoke",
+        spec.smoke,
+    ]
     return Job(command=cmd, workspace=root, run_id="bench")
 
 
@@ -74,7 +85,9 @@ def main() -> None:
         ours.append(timed(lambda: checked(cold, trivial)))
         theirs.append(timed(lambda: docker_run("python3", "-c", "pass")))
     m_ours, m_theirs = statistics.median(ours), statistics.median(theirs)
-    print(f"trivial attempt: DockerSandbox {m_ours:.3f}s  docker run {m_theirs:.3f}s  ratio {m_ours / m_theirs:.2f}  (goal <= 1.25)")
+    print(
+        f"trivial attempt: DockerSandbox {m_ours:.3f}s  docker run {m_theirs:.3f}s  ratio {m_ours / m_theirs:.2f}  (goal <= 1.25)"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         job = guard_workspace(Path(tmp))

@@ -438,7 +438,8 @@ class ResearchLoop:
             if train is not None:
                 claim = _telemetry_claim(train.result, self.task.metric.name)
                 update["telemetry_score"] = claim
-                if is_suspect(claim, mean, self.task.metric.higher_is_better):
+                bounded = self.task.metric.name == "accuracy"
+                if is_suspect(claim, mean, self.task.metric.higher_is_better, bounded=bounded):
                     update["suspect"] = True
                     update["suspect_reason"] = f"training telemetry claimed {claim:.4f} but the host scored {mean:.4f}"
             return update

@@ -11,7 +11,16 @@ from controller.errors import ControllerError
 
 MAX_PREDICTIONS_BYTES = 64 * 1024**2
 SUSPECT_MARGIN = 0.05
-"""Telemetry claiming more than this above the host score flags the attempt as suspect."""
+"""For unbounded metrics: telemetry this far above the host score flags the attempt."""
+SUSPECT_MIN_GAP = 0.01
+"""For accuracy-like metrics, gaps below this are noise (one or two validation samples)."""
+SUSPECT_ERROR_RATIO = 1 / 3
+"""For accuracy-like metrics: claiming to cut the host-measured error by two thirds or more.
+
+An honest job's telemetry is the same model on the same validation split, so its best epoch
+is at most a little better than the final weights the host scores. A claim of 1.0 against a
+host score of 0.97 is a small absolute gap but claims zero errors where the host counted 3%.
+"""
 
 
 class InvalidPredictionsError(ControllerError, ValueError):
@@ -69,9 +78,16 @@ def accuracy(predictions: list[int], labels: list[int]) -> float:
     return sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(labels)
 
 
-def is_suspect(telemetry: float | None, host: float, higher_is_better: bool = True) -> bool:
-    """Whether the job's own claim is implausibly better than what the host measured."""
+def is_suspect(telemetry: float | None, host: float, higher_is_better: bool = True, *, bounded: bool = False) -> bool:
+    """Whether the job's own claim is implausibly better than what the host measured.
+
+    `bounded` marks metrics in [0, 1] where 1 is perfect (accuracy): there the claimed and
+    measured error rates are compared; otherwise the absolute gap is.
+    """
     if telemetry is None:
         return False
     gap = telemetry - host if higher_is_better else host - telemetry
+    if bounded and higher_is_better:
+        host_error, claimed_error = 1.0 - host, max(1.0 - telemetry, 0.0)
+        return gap > SUSPECT_MIN_GAP and claimed_error <= SUSPECT_ERROR_RATIO * host_error
     return gap > SUSPECT_MARGIN

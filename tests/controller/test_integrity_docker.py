@@ -24,7 +24,7 @@ from sandbox.backends.docker import DockerSandbox
 
 pytestmark = pytest.mark.docker
 
-FORGE = '''import json, time
+FORGE = """import json, time
 with open(".sandlab/events.jsonl", "a") as fh:
     for step in range(3):
         fh.write(json.dumps({"kind": "metric", "ts": time.time(), "name": "val_accuracy", "value": 1.0, "step": step}) + "\\n")
@@ -33,17 +33,19 @@ print("val_accuracy: 1.0")
 
 def augment(x):
     return x
-'''
+"""
 
-WALK = '''import json, os
+WALK = """import json, os
 from torch import nn
 
 FOUND = []
 for root, dirs, files in os.walk("/"):
     dirs[:] = [d for d in dirs if d not in {"proc", "sys", "dev"}]
     for name in dirs + files:
-        if name in {"labels.json", "private"} or name.startswith("test_") or "label" in name.lower():
-            FOUND.append(os.path.join(root, name))
+        path = os.path.join(root, name)
+        # anything that could hold the held-out split or its labels
+        if name in {"labels.json", "test_inputs.npy"} or name.endswith((".npz", ".npy")) and "site-packages" not in path:
+            FOUND.append(path)
 os.makedirs("out", exist_ok=True)
 with open("out/found.json", "w") as fh:
     json.dump(FOUND, fh)
@@ -51,9 +53,9 @@ with open("out/found.json", "w") as fh:
 
 def make_head(in_features, num_classes):
     return nn.Linear(in_features, num_classes)
-'''
+"""
 
-PATCH = '''import sys
+PATCH = """import sys
 from torch import nn
 import sandbox.harness.emit as emit
 
@@ -71,7 +73,7 @@ if predict is not None:
 
 def make_head(in_features, num_classes):
     return nn.Linear(in_features, num_classes)
-'''
+"""
 
 TAMPER = """import json, os
 TARGETS = {targets!r}
@@ -126,8 +128,13 @@ class AdversarialAgent(OfflineAgent):
             Hypothesis(id=hid, statement=f"adversarial module {hid}", modules={slot: f"adversarial {hid}"})
             for hid, (slot, _) in self.modules.items()
         ]
-        return Plan(task=task.name, objective="integrity", hypotheses=hypotheses,
-                    stopping=StoppingRules(max_iterations=len(hypotheses), patience=99), seeds=seeds)
+        return Plan(
+            task=task.name,
+            objective="integrity",
+            hypotheses=hypotheses,
+            stopping=StoppingRules(max_iterations=len(hypotheses), patience=99),
+            seeds=seeds,
+        )
 
     def write_module(self, task: Task, slot: str, hypothesis: Hypothesis) -> ModuleCode:
         return ModuleCode(slot=slot, code=self.modules[hypothesis.id][1], origin="agent")
@@ -147,7 +154,7 @@ def test_adversarial_modules_cannot_forge_or_leak_the_score(tmp_path: Path, dock
     store, state = RunStore.create(runs, config, "adv")
     first_outputs = store.attempts_dir / "0001" / "outputs" / "out" / "meta.json"
     targets = [
-        str(first_outputs),                              # the host path of an earlier attempt
+        str(first_outputs),  # the host path of an earlier attempt
         "/workspace/../attempts/0001/outputs/out/meta.json",
         "/runs/adv/attempts/0001/outputs/out/meta.json",
         "/tmp/../workspace/../../etc/sandlab-owned",
@@ -192,7 +199,7 @@ def test_adversarial_modules_cannot_forge_or_leak_the_score(tmp_path: Path, dock
     # 2. walking the filesystem finds no labels and no test split in the training container
     walk_train = by_arm["novelty:walk"]["train"]
     found = json.loads((store.attempt_dir(walk_train.number) / "outputs" / "out" / "found.json").read_text())
-    assert found == []
+    assert sorted(found) == ["/workspace/data/train.npz", "/workspace/data/val.npz"]
 
     # 3. monkeypatching the harness and the evaluation: telemetry flagged, predictions scored honestly
     patch_eval = by_arm["novelty:patch"]["eval"]

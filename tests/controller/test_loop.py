@@ -276,3 +276,14 @@ def test_stop_request_ends_the_run_gracefully(tmp_path: Path) -> None:
     assert state.status == "stopped"
     assert len([c for c in sandbox.calls if c[0] == "train"]) <= 3
     assert (loop.store.root / "best.json").is_file()
+
+
+def test_suspect_rule_compares_error_rates_for_accuracy() -> None:
+    from controller.scoring import is_suspect
+
+    assert is_suspect(1.0, 0.97, bounded=True)  # claims zero errors, the host counted 3%
+    assert not is_suspect(0.985, 0.97, bounded=True)  # an honest best epoch a little above the final
+    assert not is_suspect(1.0, 0.995, bounded=True)  # within noise
+    assert not is_suspect(None, 0.5, bounded=True)
+    assert is_suspect(0.9, 0.8) and not is_suspect(0.82, 0.8)
+    assert is_suspect(0.1, 0.3, higher_is_better=False)
