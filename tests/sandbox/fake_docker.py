@@ -24,7 +24,22 @@ class FakeContainer:
 class FakeAPI:
     removed: list[str] = field(default_factory=list)
     killed: list[str] = field(default_factory=list)
+    created: list[dict[str, Any]] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
     fail_exec: bool = False
+    fail_create: bool = False
+
+    def create_host_config(self, **kwargs: Any) -> dict[str, Any]:
+        return dict(kwargs)
+
+    def create_container(self, **kwargs: Any) -> dict[str, str]:
+        if self.fail_create:
+            raise FakeAPIError("no such image")
+        self.created.append(kwargs)
+        return {"Id": f"c{len(self.created) - 1}"}
+
+    def start(self, container_id: str) -> None:
+        self.started.append(container_id)
 
     def exec_create(self, container_id: str, cmd: list[str], **kwargs: Any) -> dict[str, str]:
         if self.fail_exec:

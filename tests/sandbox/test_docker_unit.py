@@ -58,7 +58,7 @@ def test_job_is_wrapped_in_the_inner_timeout() -> None:
 
 def test_engine_failure_is_infra_error_not_the_codes_fault() -> None:
     client = FakeDockerClient()
-    client.containers.fail_create = True
+    client.api.fail_create = True
     result = DockerSandbox(client=client).run(Job(command=["true"]), Policy())
     assert result.status is Status.infra_error
     assert "engine failure" in (result.reason or "")
@@ -70,4 +70,7 @@ def test_container_is_removed_even_when_the_engine_fails_mid_attempt(tmp_path: P
     result = DockerSandbox(client=client).run(Job(command=["true"], workspace=tmp_path), Policy())
     assert result.status is Status.infra_error
     assert client.api.removed == ["c0"]
-    assert client.containers.created[0].started
+    assert client.api.started == ["c0"]
+    created = client.api.created[0]
+    assert created["host_config"]["read_only"] is True and created["host_config"]["cap_drop"] == ["ALL"]
+    assert created["user"] == "1000:1000" and created["labels"]["sandlab.run"] == "adhoc"
