@@ -263,3 +263,37 @@ def report(run_id: Annotated[str, typer.Argument(help="The run.")], runs_dir: Ru
         f"\nfiles: {store.root} (best.json, best_config.json, aggregates.json, report/)  "
         f"[dim]{datetime.now(UTC):%H:%M:%S}[/]"
     )
+
+
+@app.command()
+def rerun(
+    run_id: Annotated[str, typer.Argument(help="The run whose best configuration to reproduce.")],
+    runs_dir: RunsDir = DEFAULT_RUNS_DIR,
+) -> None:
+    """Reproduce a run's best configuration; report whether the new metric is inside the recorded CI."""
+    from controller.rerun import prepare_rerun_store, rerun_best
+
+    original = RunStore.open(runs_dir, run_id)
+    store, best, config = prepare_rerun_store(runs_dir, original)
+    state = store.load_state()
+    claim(state)
+    store.save_state(state)
+    sandbox = make_sandbox(state.config)
+    loop = build_loop(store, state, sandbox, _progress_printer(time.monotonic()))
+    try:
+        with signals_interrupt(loop):
+            verdict = rerun_best(loop, best, config)
+    finally:
+        sandbox.close()
+    state.status = "finished"
+    store.save_state(state)
+    if "rerun" not in verdict:
+        console.print(f"[red]not reproduced[/]: {verdict.get('reason')}")
+        raise typer.Exit(1)
+    new, old = verdict["rerun"], verdict["recorded"]
+    word = "[green]reproduced[/]" if verdict["reproduced"] else "[red]outside the recorded CI[/]"
+    out.print(
+        f"{word}: test {verdict['metric']} {new['mean']:.4f} (n={new['n']}) vs recorded {old['mean']:.4f} "
+        f"with 95% CI [{old['ci_low']:.4f}, {old['ci_high']:.4f}]  ({store.root / 'rerun.json'})"
+    )
+    raise typer.Exit(0 if verdict["reproduced"] else 1)

@@ -9,8 +9,11 @@ when the controller died is run again; nothing that finished is lost or repeated
 from __future__ import annotations
 
 import json
+import platform
 import shutil
+import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,9 @@ from sandbox.policy import Policy
 from sandbox.results import AttemptResult, Status
 
 Progress = Callable[[str], None]
+INFRA_RETRIES = 2
+"""Times a job is retried after an infra_error (never after a failure of the code)."""
+INFRA_RETRY_PAUSE_S = 2.0
 TRIM_CHARS = 4000
 """How much of a log the agent sees (head and tail); the full text stays on disk."""
 
@@ -127,6 +133,7 @@ class ResearchLoop:
         try:
             self._set_stage("prepare")
             self.prepare_data()
+            self.record_environment()
             plan = self.make_plan()
             hypothesis: Hypothesis | None = plan.hypotheses[0]
             while hypothesis is not None and not self.should_stop(plan):
@@ -217,6 +224,32 @@ class ResearchLoop:
         shutil.copytree(source, tmp)
         shutil.rmtree(source / "private")  # the only copy of the labels is the host's data/
         tmp.replace(self.data_dir)
+
+    def record_environment(self) -> None:
+        """environment.json: image digest, the image's pip freeze, host, GPUs, seeds."""
+        if (self.store.root / "environment.json").is_file():
+            return
+        from sandbox.gpus import detect_gpus
+
+        freeze = self.ctx.sandbox.run(
+            Job(command=["python3", "-m", "pip", "freeze", "--all"], run_id=self.state.run_id, attempt="env"),
+            self.ctx.policies.guard,
+        )
+        prepare = self.index.get("prepare")
+        self.store.write(
+            "environment.json",
+            {
+                "host": socket.gethostname(),
+                "platform": platform.platform(),
+                "backend": self.ctx.sandbox.name,
+                "image": prepare.result.image if prepare else None,
+                "image_id": prepare.result.image_id if prepare else None,
+                "pip_freeze": freeze.stdout.splitlines() if freeze.ok else [],
+                "gpus": [g.__dict__ for g in detect_gpus()],
+                "seeds": self.state.config.seeds,
+                "deterministic": "torch.use_deterministic_algorithms(True, warn_only=True) and fixed seeds",
+            },
+        )
 
     def labels(self) -> dict[str, Any]:
         return json.loads((self.data_dir / "private" / "labels.json").read_text())  # type: ignore[no-any-return]
@@ -532,15 +565,24 @@ class ResearchLoop:
             self.meter.check()
         clipped = (budget.admit_final if final else budget.admit)(timeout_s, self.task.min_timeout)
         number = self.store.next_attempt_number()
-        staging = self.store.staging_dir(number)
-        outputs = staging / "outputs"
-        job = Job(command=command, files=files, outputs_dir=outputs, run_id=self.state.run_id, attempt=f"{number:04d}")
         what = slot or (arm.name if arm else "")
         self.ctx.progress(f"  [{number:04d}] {kind} {what}{'' if seed is None else f' seed {seed}'} ...")
-        result = self.ctx.sandbox.run(job, policy.with_overrides(timeout=clipped))
-        if self._interrupted.is_set():
-            shutil.rmtree(staging, ignore_errors=True)
-            raise InterruptedRunError
+        for retry in range(INFRA_RETRIES + 1):
+            # Only the machinery's failures are retried; a job's own failure is data.
+            staging = self.store.staging_dir(number)
+            outputs = staging / "outputs"
+            job = Job(
+                command=command, files=files, outputs_dir=outputs, run_id=self.state.run_id, attempt=f"{number:04d}"
+            )
+            result = self.ctx.sandbox.run(job, policy.with_overrides(timeout=clipped))
+            if self._interrupted.is_set():
+                shutil.rmtree(staging, ignore_errors=True)
+                raise InterruptedRunError
+            if result.status != Status.infra_error or retry == INFRA_RETRIES or self._deadline.is_set():
+                break
+            self.log.warning("attempt.infra_retry", attempt=number, retry=retry + 1, reason=result.reason)
+            self.ctx.progress(f"  [{number:04d}] infrastructure failure ({result.reason}); retrying")
+            time.sleep(INFRA_RETRY_PAUSE_S * (retry + 1))
         extra = scorer(result, outputs) if scorer is not None else {}
         if not keep_outputs:
             shutil.rmtree(outputs, ignore_errors=True)

@@ -56,6 +56,10 @@ class AttemptResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     limits: Policy
     image: str | None = None
+    image_id: str | None = None
+    """Content digest of the image the job ran in (what a rerun must match)."""
+    host: str | None = None
+    """Host name of the machine that ran the job."""
     container_id: str | None = None
     backend: str = "docker"
     reason: str | None = None

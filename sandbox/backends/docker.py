@@ -143,7 +143,15 @@ class DockerSandbox(Sandbox):
         self.client = client if client is not None else connect()
         self._active: set[str] = set()
         self._lock = threading.Lock()
+        self._image_id: str | None = None
         self.pool = WarmPool(self._create_pooled, self._remove, pool_size, preload) if pool_size else None
+
+    def image_id(self) -> str | None:
+        """The image's content digest (looked up once)."""
+        if self._image_id is None:
+            with contextlib.suppress(Exception):
+                self._image_id = str(self.client.api.inspect_image(self.image)["Id"])
+        return self._image_id
 
     @override
     def close(self) -> None:
@@ -179,6 +187,7 @@ class DockerSandbox(Sandbox):
                 truncated=out.truncated or err.truncated,
                 limits=policy,
                 image=self.image,
+                host=socket.gethostname(),
                 container_id=container_id,
                 reason=_describe_engine_error(exc, self.image),
             )
@@ -210,6 +219,8 @@ class DockerSandbox(Sandbox):
             usage=finish.usage,
             limits=policy,
             image=self.image,
+            image_id=self.image_id(),
+            host=socket.gethostname(),
             container_id=container_id,
             reason=reason,
             outputs_dir=job.outputs_dir,

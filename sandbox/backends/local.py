@@ -16,6 +16,7 @@ import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -258,6 +259,7 @@ class LocalSandbox(Sandbox):
             usage=usage,
             limits=policy,
             image=None,
+            host=socket.gethostname(),
             container_id=None,
             backend="local",
             reason=reason,

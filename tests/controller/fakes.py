@@ -36,6 +36,7 @@ class Canned:
     exit_code: int | None = 0
     events: list[Event] = field(default_factory=list)
     stderr: str = ""
+    stdout: str = ""
     files: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -43,6 +44,8 @@ def job_kind(job: Job) -> str:
     """prepare, guard, train or predict, from the harness command."""
     if "guard" in job.command:
         return "guard"
+    if "freeze" in job.command:
+        return "env"
     target = job.command[job.command.index("--job") + 1]
     return target.split(":")[0]
 
@@ -101,6 +104,7 @@ class FakeSandbox(Sandbox):
             duration_s=self.job_seconds,
             started_at=datetime.now(UTC),
             stderr=canned.stderr,
+            stdout=canned.stdout,
             events=canned.events,
             usage=Usage(peak_memory_bytes=100 * 2**20, cpu_s=1.0),
             limits=policy,
@@ -126,6 +130,8 @@ class FakeSandbox(Sandbox):
                     "out/private/labels.json": json.dumps(labels).encode(),
                 }
             )
+        if kind == "env":
+            return Canned(stdout="torch==2.14.1\nnumpy==2.4.6\n")
         if kind == "guard":
             return Canned(events=[StageEvent(stage=s, state="passed") for s in ("compile", "import", "smoke")])
         config = json.loads(job.files["config.json"])
@@ -148,6 +154,11 @@ class FakeSandbox(Sandbox):
 
 def kinds(sandbox: FakeSandbox) -> list[str]:
     return [kind for kind, _, _ in sandbox.calls]
+
+
+def attempt_calls(sandbox: FakeSandbox) -> int:
+    """Calls that become attempts (the environment probe does not)."""
+    return sum(1 for kind, _, _ in sandbox.calls if kind != "env")
 
 
 def read_json(path: Path) -> object:

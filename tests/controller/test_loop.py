@@ -18,7 +18,7 @@ from controller.session import stage_policies
 from controller.tasks import Task, load_task
 from sandbox.events import ExceptionEvent, Frame, MetricEvent, StageEvent
 from sandbox.results import Status
-from tests.controller.fakes import Canned, FakeSandbox
+from tests.controller.fakes import Canned, FakeSandbox, attempt_calls
 
 TASK = load_task("digits")
 
@@ -213,7 +213,7 @@ def test_resume_after_a_crash_loses_nothing_and_reruns_nothing(tmp_path: Path) -
     reference = FakeSandbox()
     make_loop(tmp_path / "ref", reference, seeds=2).run()
     crashing = FakeSandbox()
-    crashing.fail_after = 9
+    crashing.fail_after = 10  # prepare, the environment probe, then 8 more jobs
     with pytest.raises(RuntimeError, match="crashed"):
         make_loop(tmp_path, crashing, seeds=2).run()
     store = RunStore.open(tmp_path / "runs", "r1")
@@ -224,8 +224,8 @@ def test_resume_after_a_crash_loses_nothing_and_reruns_nothing(tmp_path: Path) -
     state = loop.run()
     after = {r.key: r.number for r in loop.store.attempts()}
     assert all(after[key] == number for key, number in before.items())  # nothing lost
-    assert len(resumed.calls) == len(reference.calls) - 9  # nothing rerun
-    assert len(after) == len(reference.calls)
+    assert attempt_calls(resumed) == attempt_calls(reference) - 9  # nothing rerun
+    assert len(after) == attempt_calls(reference)
     assert state.status == "finished"
 
 
@@ -287,3 +287,46 @@ def test_suspect_rule_compares_error_rates_for_accuracy() -> None:
     assert not is_suspect(None, 0.5, bounded=True)
     assert is_suspect(0.9, 0.8) and not is_suspect(0.82, 0.8)
     assert is_suspect(0.1, 0.3, higher_is_better=False)
+
+
+def test_infra_errors_are_retried_but_code_errors_are_not(tmp_path: Path) -> None:
+    sandbox = FakeSandbox()
+    engine_down = Canned(status=Status.infra_error, exit_code=None)
+    sandbox.script("train", engine_down, Canned(files={"out/model.pt": __import__("struct").pack("d", 0.9)}))
+    sandbox.script("guard", Canned(status=Status.error, exit_code=1))
+    loop = make_loop(tmp_path, sandbox, seeds=1)
+    loop.run()
+    records = loop.store.attempts()
+    first_train = next(r for r in records if r.kind == "train")
+    assert first_train.status == "ok"
+    train_calls = [c for c in sandbox.calls if c[0] == "train"]
+    assert len(train_calls) == len([r for r in records if r.kind == "train"]) + 1  # one retry
+    guard_records = [r for r in records if r.kind == "guard"]
+    assert guard_records[0].status == "error"  # a failing module is data, not retried as infra
+
+
+def test_environment_is_recorded_once(tmp_path: Path) -> None:
+    sandbox = FakeSandbox()
+    loop = make_loop(tmp_path, sandbox, seeds=1)
+    loop.run()
+    env = json.loads((loop.store.root / "environment.json").read_text())
+    assert env["pip_freeze"] == ["torch==2.14.1", "numpy==2.4.6"]
+    assert env["seeds"] == [0] and env["host"]
+    assert [c[0] for c in sandbox.calls].count("env") == 1
+
+
+def test_rerun_reproduces_the_best_configuration_inside_its_ci(tmp_path: Path) -> None:
+    from controller.rerun import prepare_rerun_store, rerun_best
+
+    sandbox = FakeSandbox()
+    first = make_loop(tmp_path, sandbox)
+    first.run()
+    store, best, config = prepare_rerun_store(tmp_path / "runs", first.store)
+    assert store.root.name == "r1-rerun-1" and (store.root / "data" / "private" / "labels.json").is_file()
+    again = make_loop(tmp_path, FakeSandbox(), run_id="r1-rerun-1")
+    verdict = rerun_best(again, best, config)
+    assert verdict["reproduced"] is True
+    assert verdict["rerun"]["mean"] == pytest.approx(best["value"])
+    tampered = {**config, "hyper": {**config["hyper"], "lr": 1.0}}
+    with pytest.raises(ValueError, match="arm key"):
+        rerun_best(make_loop(tmp_path, FakeSandbox(), run_id="r1-rerun-1"), best, tampered)
