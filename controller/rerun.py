@@ -70,7 +70,6 @@ def rerun_best(loop: ResearchLoop, best: dict[str, Any], config: dict[str, Any])
         "rerun": new.model_dump(),
         "inside_recorded_ci": inside,
         "reproduced": inside,
-        "image_id_matches": None,
     }
     loop.store.write("rerun.json", verdict)
     return verdict
