@@ -103,6 +103,9 @@ def start(
         bool, typer.Option(help="Let the local backend run policies it cannot fully enforce.")
     ] = False,
     gpus: Annotated[int, typer.Option(min=0, help="GPUs per training job.")] = 0,
+    parallel: Annotated[
+        int, typer.Option(min=1, max=64, help="Training jobs at once (bounded by CPUs, memory, GPUs).")
+    ] = 1,
     gpu_usd_per_hour: Annotated[float, typer.Option(min=0, help="Rate charged per GPU-hour against --max-cost.")] = 0.0,
     run_id: Annotated[str | None, typer.Option(help="Name the run (default: time plus a random suffix).")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
@@ -132,6 +135,7 @@ def start(
         backend=backend,
         allow_weaker=allow_weaker,
         gpus=gpus,
+        parallel=parallel,
         report_reserve_s=reserve,
     )
     make_sandbox(

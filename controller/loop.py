@@ -15,7 +15,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from controller.errors import BudgetExceededError, ControllerError
 from controller.plan import Arm, Hypothesis, ModuleCode, Plan
 from controller.registry import AttemptKind, AttemptRecord, BestSoFar, LimitHit, RunState, RunStore
 from controller.runlog import configure_run_logging
+from controller.scheduler import ResourcePool
 from controller.scoring import InvalidPredictionsError, accuracy, is_suspect, load_predictions
 from controller.stats import ArmStats, compare, summarize
 from controller.tasks import Task
@@ -87,7 +90,10 @@ class LoopContext:
     budget: Budget
     limits: IterationLimits
     progress: Progress = print
-    labels: dict[str, Any] = field(default_factory=dict)
+    resources: ResourcePool | None = None
+    """Shared CPUs, memory and GPU ids; None runs jobs without accounting (tests)."""
+    parallel: int = 1
+    """Training jobs of one iteration run at most this many at once."""
 
 
 class ResearchLoop:
@@ -110,6 +116,8 @@ class ResearchLoop:
         self._interrupted = threading.Event()
         self._deadline = threading.Event()
         self._timer: threading.Timer | None = None
+        self._lock = threading.RLock()
+        self._next_number = 0
 
     # -- control from other threads -----------------------------------------------------
 
@@ -269,8 +277,12 @@ class ResearchLoop:
             modules = {slot: self.code_module(slot, hypothesis) for slot in sorted(hypothesis.modules)}
             arms = self.arms_for(hypothesis, modules)
             self._set_stage("run")
-            for arm in arms:
-                for seed in self.state.config.seeds:
+            pairs = [(arm, seed) for arm in arms for seed in self.state.config.seeds]
+            if self.ctx.parallel > 1:
+                with ThreadPoolExecutor(self.ctx.parallel, thread_name_prefix="job") as executor:
+                    list(executor.map(lambda pair: self.train_and_score(*pair), pairs))
+            else:
+                for arm, seed in pairs:
                     self.train_and_score(arm, seed)
         except IterationLimitError as cut:
             self._limit(cut.limit, cut.detail)
@@ -418,8 +430,9 @@ class ResearchLoop:
             f"eval/{arm.key}/s{seed}", "eval", arm, {f"s{seed}": weights}, "val", train=train
         )
         if scored is not None and scored.host_score is not None:
-            self.scores.setdefault(arm.key, {})[seed] = scored
-            self._update_best()
+            with self._lock:
+                self.scores.setdefault(arm.key, {})[seed] = scored
+                self._update_best()
             self.ctx.progress(
                 f"  {arm.name} seed {seed}: host-scored val {self.task.metric.name} "
                 f"{scored.host_score:.4f}{'  [SUSPECT]' if scored.suspect else ''}"
@@ -551,20 +564,27 @@ class ResearchLoop:
         scorer: Callable[[AttemptResult, Path], dict[str, Any]] | None = None,
         final: bool = False,
     ) -> AttemptRecord:
-        """Run a job in the sandbox, or return its recorded attempt if it already finished."""
-        done = self.index.get(key)
-        if done is not None:
-            return done
-        if self._interrupted.is_set():
-            raise InterruptedRunError
-        if self.store.stop_requested() and not final:
-            raise StopRequestedError
-        budget = self.ctx.budget
-        budget.check_cost()
-        if self.meter is not None and not final:
-            self.meter.check()
-        clipped = (budget.admit_final if final else budget.admit)(timeout_s, self.task.min_timeout)
-        number = self.store.next_attempt_number()
+        """Run a job in the sandbox, or return its recorded attempt if it already finished.
+
+        Thread-safe: bookkeeping happens under the loop's lock, the job itself outside it.
+        """
+        with self._lock:
+            done = self.index.get(key)
+            if done is not None:
+                return done
+            if self._interrupted.is_set():
+                raise InterruptedRunError
+            if self.store.stop_requested() and not final:
+                raise StopRequestedError
+            budget = self.ctx.budget
+            budget.check_cost()
+            if self.meter is not None and not final:
+                self.meter.check()
+                self.meter.attempts += 1  # reserved now, so parallel jobs respect the limit
+            clipped = (budget.admit_final if final else budget.admit)(timeout_s, self.task.min_timeout)
+            self._next_number = max(self._next_number, self.store.next_attempt_number())
+            number = self._next_number
+            self._next_number += 1
         what = slot or (arm.name if arm else "")
         self.ctx.progress(f"  [{number:04d}] {kind} {what}{'' if seed is None else f' seed {seed}'} ...")
         for retry in range(INFRA_RETRIES + 1):
@@ -574,7 +594,8 @@ class ResearchLoop:
             job = Job(
                 command=command, files=files, outputs_dir=outputs, run_id=self.state.run_id, attempt=f"{number:04d}"
             )
-            result = self.ctx.sandbox.run(job, policy.with_overrides(timeout=clipped))
+            with self._resources(policy.with_overrides(timeout=clipped)) as granted:
+                result = self.ctx.sandbox.run(job, granted)
             if self._interrupted.is_set():
                 shutil.rmtree(staging, ignore_errors=True)
                 raise InterruptedRunError
@@ -583,6 +604,45 @@ class ResearchLoop:
             self.log.warning("attempt.infra_retry", attempt=number, retry=retry + 1, reason=result.reason)
             self.ctx.progress(f"  [{number:04d}] infrastructure failure ({result.reason}); retrying")
             time.sleep(INFRA_RETRY_PAUSE_S * (retry + 1))
+        with self._lock:
+            return self._record(
+                key,
+                kind,
+                number,
+                staging,
+                outputs,
+                result,
+                policy,
+                slot=slot,
+                module=module,
+                arm=arm,
+                seed=seed,
+                keep_outputs=keep_outputs,
+                scorer=scorer,
+                final=final,
+            )
+
+    def _resources(self, policy: Policy) -> Any:
+        return self.ctx.resources.hold(policy) if self.ctx.resources is not None else nullcontext(policy)
+
+    def _record(
+        self,
+        key: str,
+        kind: AttemptKind,
+        number: int,
+        staging: Path,
+        outputs: Path,
+        result: AttemptResult,
+        policy: Policy,
+        *,
+        slot: str | None,
+        module: ModuleCode | None,
+        arm: Arm | None,
+        seed: int | None,
+        keep_outputs: bool,
+        scorer: Callable[[AttemptResult, Path], dict[str, Any]] | None,
+        final: bool,
+    ) -> AttemptRecord:
         extra = scorer(result, outputs) if scorer is not None else {}
         if not keep_outputs:
             shutil.rmtree(outputs, ignore_errors=True)
@@ -636,7 +696,6 @@ class ResearchLoop:
         totals.cost_usd += gpu_usd
         self.ctx.budget.charge(gpu_usd)
         if self.meter is not None:
-            self.meter.attempts += 1
             self.meter.gpu_s += gpu_s
             self.meter.cost_usd += gpu_usd
         self._save()

@@ -105,6 +105,8 @@ class RunConfig(BaseModel):
     pool_size: int = 1
     """Warm containers per shape (torch preloaded) kept ready by the docker backend."""
     gpus: int | list[int] = 0
+    parallel: int = 1
+    """Training jobs run at once (bounded again by host CPUs, memory and GPUs)."""
     report_reserve_s: float = 60.0
     iteration_limits: dict[str, float] = Field(default_factory=dict)
 

@@ -18,6 +18,7 @@ from controller.budget import Budget, IterationLimits
 from controller.errors import BadInputError
 from controller.loop import LoopContext, ResearchLoop, StagePolicies
 from controller.registry import RunConfig, RunState, RunStore
+from controller.scheduler import ResourcePool
 from controller.tasks import load_task
 from sandbox.backends import DockerBackendConfig, LocalBackendConfig
 from sandbox.base import Sandbox
@@ -60,6 +61,9 @@ def build_loop(
 ) -> ResearchLoop:
     """Wire a loop for a new or resumed run."""
     config = state.config
+    from sandbox.gpus import detect_gpus
+
+    resources = ResourcePool.for_host([g.index for g in detect_gpus()])
     budget = Budget(
         config.budget_s,
         reserve_s=config.report_reserve_s,
@@ -77,6 +81,8 @@ def build_loop(
         budget=budget,
         limits=IterationLimits(**config.iteration_limits),
         progress=progress,
+        resources=resources,
+        parallel=config.parallel,
     )
     return ResearchLoop(ctx)
 

@@ -330,3 +330,47 @@ def test_rerun_reproduces_the_best_configuration_inside_its_ci(tmp_path: Path) -
     tampered = {**config, "hyper": {**config["hyper"], "lr": 1.0}}
     with pytest.raises(ValueError, match="arm key"):
         rerun_best(make_loop(tmp_path, FakeSandbox(), run_id="r1-rerun-1"), best, tampered)
+
+
+def test_parallel_training_never_shares_a_gpu_and_gives_the_same_results(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from controller.scheduler import ResourcePool
+
+    sequential = FakeSandbox()
+    make_loop(tmp_path / "seq", sequential).run()
+    expected = json.loads((tmp_path / "seq" / "runs" / "r1" / "best.json").read_text())
+
+    sandbox = FakeSandbox()
+    in_use: set[int] = set()
+    overlap: list[int] = []
+    peak = [0]
+    lock = threading.Lock()
+
+    def on_run(kind: str, job: Any) -> None:
+        if kind != "train":
+            return
+        policy = next(p for _, j, p in list(sandbox.calls) if j is job)
+        ids = set(policy.gpus)  # explicit ids, granted by the pool
+        with lock:
+            overlap.extend(ids & in_use)
+            in_use.update(ids)
+            peak[0] = max(peak[0], len(in_use))
+        time.sleep(0.02)
+        with lock:
+            in_use.difference_update(ids)
+
+    sandbox.on_run = on_run
+    loop = make_loop(tmp_path, sandbox)
+    loop.ctx.policies = type(loop.ctx.policies)(
+        guard=loop.ctx.policies.guard,
+        train=loop.ctx.policies.train.with_overrides(gpus=1),
+        evaluate=loop.ctx.policies.evaluate,
+    )
+    loop.ctx.resources = ResourcePool(cpus=64, memory=1024**4, gpu_ids=[0, 1])
+    loop.ctx.parallel = 4
+    loop.run()
+    assert overlap == [] and peak[0] == 2
+    best = json.loads((loop.store.root / "best.json").read_text())
+    assert best["arm"] == expected["arm"] and best["value"] == pytest.approx(expected["value"])
