@@ -138,9 +138,13 @@ def start(
         parallel=parallel,
         report_reserve_s=reserve,
     )
-    make_sandbox(
-        config.model_copy(update={"pool_size": 0})
-    ).close()  # fail fast (one line, exit 2) before creating the run
+    from controller.scheduler import ResourcePool
+    from controller.session import stage_policies
+    from sandbox.gpus import detect_gpus
+
+    # Fail fast, with one line and exit 2, before anything is created.
+    ResourcePool.for_host([g.index for g in detect_gpus()]).check_fits(stage_policies(config).train)
+    make_sandbox(config.model_copy(update={"pool_size": 0})).close()
     _reap_for(None)
     store, _ = RunStore.create(runs_dir, config, run_id)
     raise typer.Exit(_run_loop(store))

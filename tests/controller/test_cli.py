@@ -87,3 +87,22 @@ def test_doctor_is_green_here_except_gpus() -> None:
     )
     assert proc.returncode == 0, proc.stdout
     assert "sandbox container" in proc.stdout and "GPUs (host)" in proc.stdout
+
+
+def test_local_backend_without_allow_weaker_is_one_line_and_exit_2() -> None:
+    proc = cli("sandbox", "exec", "--backend", "local", "--", "python3", "-c", "print(1)")
+    assert proc.returncode == 2
+    assert "--allow-weaker" in _one_line_error(proc)
+
+
+def test_unknown_task_is_one_line_and_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    proc = cli("start", "--task", "nope", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2
+    assert "digits" in _one_line_error(proc)
+    assert not any(tmp_path.iterdir())  # nothing created
+
+
+def test_gpus_without_gpus_is_one_line_and_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    proc = cli("start", "--gpus", "1", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2
+    assert "GPU" in _one_line_error(proc)

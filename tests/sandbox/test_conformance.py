@@ -162,3 +162,15 @@ def test_network_is_loopback_only(sandbox: Sandbox) -> None:
         Job(command=[PY, "-c", "import socket; print(sorted(n for _, n in socket.if_nameindex()))"]), small()
     )
     assert result.stdout.strip() == "['lo']"
+
+
+def test_local_backend_refuses_what_it_cannot_enforce_unless_allowed() -> None:
+    from sandbox.errors import WeakerIsolationError
+
+    strict = LocalSandbox(allow_weaker=False, python=sys.executable)
+    with pytest.raises(WeakerIsolationError, match="read_only_rootfs") as info:
+        strict.run(Job(command=[PY, "-c", "print(1)"]), small())
+    assert "--allow-weaker" in str(info.value)
+    permissive_policy = small(read_only_rootfs=False)
+    gaps = strict.unenforced(permissive_policy)
+    assert all("read_only_rootfs" not in gap for gap in gaps)
