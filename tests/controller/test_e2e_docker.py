@@ -152,3 +152,26 @@ def test_kill_9_then_resume_loses_nothing_and_leaks_nothing(tmp_path: Path, dock
     _check_registry(root)
     assert _containers(docker_client, "crash") == []
     assert _pool_containers_of(docker_client, proc.pid) == []
+
+
+def test_sigterm_kills_the_containers_and_leaves_the_run_resumable(tmp_path: Path, docker_client: Any) -> None:
+    proc = subprocess.Popen(
+        [*CONTROLLER, "start", "--budget", "5m", "--runs-dir", str(tmp_path), "--run-id", "term"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    root = tmp_path / "term"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((root / "attempts").glob("[0-9][0-9][0-9][0-9]"))) < 3:
+        time.sleep(0.3)
+    while time.monotonic() < deadline and not _containers(docker_client, "term"):
+        time.sleep(0.1)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert time.monotonic() - sent < 30
+    assert "controller resume term" in stderr
+    state = json.loads((root / "run.json").read_text())
+    assert state["status"] == "interrupted"
+    assert _containers(docker_client, "term") == []
+    assert not list((root / "attempts").glob(".*.tmp"))  # the killed attempt was not recorded
