@@ -95,6 +95,16 @@ def start(
     budget: Annotated[str, typer.Option(help="Wall-clock budget for the whole run: 90s, 15m, 2h, 1h30m.")] = "2h",
     max_cost: Annotated[str | None, typer.Option(help="Dollar cap on LLM tokens plus GPU-hours, e.g. 5usd.")] = None,
     task: Annotated[str, typer.Option(help="Built-in task name or a task folder.")] = "digits",
+    dataset: Annotated[str, typer.Option(help="digits, mnist, cifar10, imagefolder:PATH or fakedata.")] = "digits",
+    data_root: Annotated[
+        Path | None, typer.Option(help="Host folder holding mnist/cifar10 (torchvision layout).")
+    ] = None,
+    allow_download: Annotated[bool, typer.Option(help="Fetch mnist/cifar10 on the host if missing.")] = False,
+    fallback_fakedata: Annotated[bool, typer.Option(help="Use FakeData when the dataset is unavailable.")] = False,
+    arch: Annotated[str, typer.Option(help="Model trunk: cnn or resnet18.")] = "cnn",
+    pretrained: Annotated[
+        Path | None, typer.Option(help="Local trunk weights (resnet18); never downloaded.", exists=True, dir_okay=False)
+    ] = None,
     agent: Annotated[str, typer.Option(help="offline (default, no LLM) or llm.")] = "offline",
     model: Annotated[str | None, typer.Option(help="LLM model name for --agent llm.")] = None,
     seeds: Annotated[int, typer.Option(min=1, max=20, help="Seeds per arm.")] = 3,
@@ -123,9 +133,27 @@ def start(
         msg = "--agent llm needs --model NAME (set OPENAI_BASE_URL and OPENAI_API_KEY too)"
         raise BadInputError(msg)
     load_task(task)
+    if arch not in {"cnn", "resnet18"}:
+        msg = f"--arch: unknown architecture {arch!r}; use cnn or resnet18"
+        raise BadInputError(msg)
+    from controller.datasets import resolve_dataset
+
+    resolve_dataset(
+        dataset,
+        data_root,
+        allow_download=allow_download,
+        fallback_fakedata=fallback_fakedata,
+        progress=_progress_printer(time.monotonic()),
+    )
     reserve = min(90.0, max(30.0, budget_s * 0.2))
     config = RunConfig(
         task=task,
+        dataset=dataset,
+        data_root=str(data_root.resolve()) if data_root else None,
+        allow_download=allow_download,
+        fallback_fakedata=fallback_fakedata,
+        arch=arch,
+        pretrained=str(pretrained.resolve()) if pretrained else None,
         agent=agent,
         model=model,
         budget_s=budget_s,

@@ -31,6 +31,7 @@ from controller.budget import (
     IterationLimits,
     IterationMeter,
 )
+from controller.datasets import DatasetSpec, resolve_dataset
 from controller.errors import BudgetExceededError, ControllerError
 from controller.plan import Arm, Hypothesis, ModuleCode, Plan
 from controller.registry import AttemptKind, AttemptRecord, BestSoFar, LimitHit, RunState, RunStore
@@ -45,6 +46,10 @@ from sandbox.policy import Policy
 from sandbox.results import AttemptResult, Status
 
 Progress = Callable[[str], None]
+RAW_DATA_MOUNT = "/data/raw"
+"""Where the prepare container sees the dataset (read-only)."""
+PUBLIC_DATA_MOUNT = "/data/public"
+"""Where training containers see train and val (read-only)."""
 INFRA_RETRIES = 2
 """Times a job is retried after an infra_error (never after a failure of the code)."""
 INFRA_RETRY_PAUSE_S = 2.0
@@ -58,6 +63,11 @@ class InterruptedRunError(ControllerError):
 
 class StopRequestedError(ControllerError):
     """`controller stop` asked for a graceful stop."""
+
+
+def harness(*args: str) -> list[str]:
+    """argv for the in-container harness (`python3 -m sandbox.harness ...`)."""
+    return ["python3", "-m", "sandbox.harness", *args]
 
 
 def trim(text: str, limit: int = TRIM_CHARS) -> str:
@@ -109,6 +119,7 @@ class ResearchLoop:
             slot: ModuleCode(slot=slot, code=ctx.task.baseline_code(slot), origin="baseline") for slot in ctx.task.slots
         }
         self.arms: dict[str, Arm] = {}
+        self.meta: dict[str, Any] = {}
         self.scores: dict[str, dict[int, AttemptRecord]] = {}
         self.history: list[IterationOutcome] = []
         self.iteration = 0
@@ -209,17 +220,38 @@ class ResearchLoop:
     def data_dir(self) -> Path:
         return self.store.root / "data"
 
+    def dataset(self) -> DatasetSpec:
+        """The run's dataset, resolved on the host (checked, fetched or replaced by FakeData)."""
+        config = self.state.config
+        spec = resolve_dataset(
+            config.dataset,
+            Path(config.data_root) if config.data_root else None,
+            allow_download=config.allow_download,
+            fallback_fakedata=config.fallback_fakedata,
+            progress=self.ctx.progress,
+        )
+        if spec.fallback_from:
+            self.log.warning("dataset.fallback", requested=config.dataset, reason=spec.fallback_from)
+            self.ctx.progress(f"dataset unavailable ({spec.fallback_from}); using fakedata as asked")
+        return spec
+
     def prepare_data(self) -> None:
         """Build the fixed splits once, in a container; keep the labels on the host."""
         if (self.data_dir / "private" / "labels.json").is_file():
+            self.meta = json.loads((self.data_dir / "meta.json").read_text())
             return
+        spec = self.dataset()
         job_files = self.task.code(with_prepare=True)
+        job_files["config.json"] = json.dumps({"dataset": spec.kind, "raw_dir": RAW_DATA_MOUNT}).encode()
+        policy = self.ctx.policies.train
+        if spec.host_path is not None:
+            policy = policy.with_overrides(data_mounts=[{"source": str(spec.host_path), "target": RAW_DATA_MOUNT}])
         record = self.execute(
             "prepare",
             "prepare",
-            self.ctx.policies.train,
+            policy,
             self.task.timeouts.prepare,
-            ["python3", "-m", "sandbox.harness", "run", "--job", self.task.entrypoints.prepare],
+            harness("run", "--job", self.task.entrypoints.prepare, "--config", "config.json"),
             job_files,
             keep_outputs=True,
         )
@@ -232,6 +264,7 @@ class ResearchLoop:
         shutil.copytree(source, tmp)
         shutil.rmtree(source / "private")  # the only copy of the labels is the host's data/
         tmp.replace(self.data_dir)
+        self.meta = json.loads((self.data_dir / "meta.json").read_text())
 
     def record_environment(self) -> None:
         """environment.json: image digest, the image's pip freeze, host, GPUs, seeds."""
@@ -320,18 +353,7 @@ class ResearchLoop:
     def guard(self, slot: str, module: ModuleCode) -> AttemptRecord:
         spec = self.task.slots[slot]
         files = {**self.task.code(), spec.file: module.code.encode()}
-        cmd = [
-            "python3",
-            "-m",
-            "sandbox.harness",
-            "guard",
-            "--module",
-            spec.file,
-            "--entry",
-            spec.entry,
-            "--smoke",
-            spec.smoke,
-        ]
+        cmd = harness("guard", "--module", spec.file, "--entry", spec.entry, "--smoke", spec.smoke)
         return self.execute(
             f"guard/{slot}/{module.digest}",
             "guard",
@@ -398,23 +420,25 @@ class ResearchLoop:
         """Train in one container, predict in another (strict, no labels), score on the host."""
         files = {**self.task.code(), **self._module_files(arm)}
         config = self._train_config(arm, seed)
+        policy = self.ctx.policies.train
+        public = self.data_dir / "public"
+        if self.ctx.sandbox.name == "docker":  # read-only bind mount: large datasets are not copied per job
+            policy = policy.with_overrides(data_mounts=[{"source": str(public), "target": PUBLIC_DATA_MOUNT}])
+            config["data_dir"] = PUBLIC_DATA_MOUNT
+        elif self.ctx.sandbox.name == "local":
+            config["data_dir"] = str(public)
+        else:
+            for split in ("train", "val"):
+                files[f"data/{split}.npz"] = (public / f"{split}.npz").read_bytes()
+        if self.state.config.pretrained:
+            files["pretrained.pt"] = Path(self.state.config.pretrained).read_bytes()
+            config["pretrained"] = "pretrained.pt"
         files["config.json"] = json.dumps(config).encode()
-        for split in ("train", "val"):
-            files[f"data/{split}.npz"] = (self.data_dir / "public" / f"{split}.npz").read_bytes()
-        cmd = [
-            "python3",
-            "-m",
-            "sandbox.harness",
-            "run",
-            "--job",
-            self.task.entrypoints.train,
-            "--config",
-            "config.json",
-        ]
+        cmd = harness("run", "--job", self.task.entrypoints.train, "--config", "config.json")
         train = self.execute(
             f"train/{arm.key}/s{seed}",
             "train",
-            self.ctx.policies.train,
+            policy,
             self.task.timeouts.train,
             cmd,
             files,
@@ -454,16 +478,7 @@ class ResearchLoop:
             files[f"models/{name}.pt"] = path.read_bytes()
         files["inputs.npy"] = (self.data_dir / "eval" / f"{split}_inputs.npy").read_bytes()
         files["config.json"] = json.dumps({**self._train_config(arm, 0), "models": sorted(models)}).encode()
-        cmd = [
-            "python3",
-            "-m",
-            "sandbox.harness",
-            "run",
-            "--job",
-            self.task.entrypoints.predict,
-            "--config",
-            "config.json",
-        ]
+        cmd = harness("run", "--job", self.task.entrypoints.predict, "--config", "config.json")
         labels = self.labels()
 
         def score(result: AttemptResult, outputs: Path) -> dict[str, Any]:
@@ -746,13 +761,22 @@ class ResearchLoop:
     def _module_files(self, arm: Arm) -> dict[str, bytes]:
         return {self.task.slots[s].file: m.code.encode() for s, m in arm.modules.items()}
 
+    def _smoke_spec(self) -> bytes:
+        shape = self.meta.get("input_shape", list(self.task.input_shape))
+        return json.dumps(
+            {"input_shape": shape, "num_classes": self.meta.get("num_classes", self.task.num_classes)}
+        ).encode()
+
     def _train_config(self, arm: Arm, seed: int) -> dict[str, Any]:
         return {
             **self.task.defaults,
             **arm.hyper,
             "seed": seed,
-            "num_classes": self.task.num_classes,
-            "input_shape": list(self.task.input_shape),
+            "num_classes": self.meta.get("num_classes", self.task.num_classes),
+            "input_shape": self.meta.get("input_shape", list(self.task.input_shape)),
+            "mean": self.meta.get("mean"),
+            "std": self.meta.get("std"),
+            "arch": self.state.config.arch,
             "threads": max(1, int(self.ctx.policies.train.cpus)),
         }
 

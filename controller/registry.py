@@ -93,6 +93,16 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: str = "digits"
+    dataset: str = "digits"
+    """digits, mnist, cifar10, imagefolder:PATH or fakedata."""
+    data_root: str | None = None
+    """Where mnist/cifar10 live on the host, in torchvision's layout."""
+    allow_download: bool = False
+    fallback_fakedata: bool = False
+    arch: str = "cnn"
+    """Model trunk: cnn (small CNN) or resnet18."""
+    pretrained: str | None = None
+    """A local weights file for the trunk; nothing is downloaded."""
     agent: Literal["offline", "llm"] = "offline"
     model: str | None = None
     budget_s: float

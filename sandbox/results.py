@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox.events import Event, EventStats
+from sandbox.events import Event, EventStats, parse_events
 from sandbox.limits import output_head_fraction
 from sandbox.policy import Policy
 
@@ -73,6 +73,48 @@ class AttemptResult(BaseModel):
     def ok(self) -> bool:
         """Whether the job succeeded."""
         return self.status is Status.ok
+
+    @classmethod
+    def from_capture(
+        cls,
+        *,
+        status: Status,
+        reason: str,
+        exit_code: int | None,
+        duration_s: float,
+        started_at: datetime,
+        out: CappedBuffer,
+        err: CappedBuffer,
+        events_blob: bytes,
+        usage: Usage,
+        limits: Policy,
+        outputs_dir: Path | None,
+        outputs_skipped: list[str],
+        **backend_fields: object,
+    ) -> AttemptResult:
+        """A finished attempt from what a backend captured: streams, event lines, usage."""
+        events, stats = parse_events(events_blob)
+        return cls.model_validate(
+            {
+                "status": status,
+                "reason": reason,
+                "exit_code": exit_code,
+                "duration_s": duration_s,
+                "started_at": started_at,
+                "stdout": out.text(),
+                "stderr": err.text(),
+                "truncated": out.truncated or err.truncated,
+                "stdout_bytes": out.total,
+                "stderr_bytes": err.total,
+                "events": events,
+                "event_stats": stats,
+                "usage": usage,
+                "limits": limits,
+                "outputs_dir": outputs_dir,
+                "outputs_skipped": outputs_skipped,
+                **backend_fields,
+            }
+        )
 
 
 class CappedBuffer:

@@ -33,7 +33,7 @@ from sandbox import labels
 from sandbox.base import WORKSPACE, Job, Sandbox
 from sandbox.classify import classify
 from sandbox.engine import connect
-from sandbox.events import EVENTS_FILE, parse_events
+from sandbox.events import EVENTS_FILE
 from sandbox.gpus import GpuSampler, resolve_gpu_ids
 from sandbox.limits import max_collect_bytes, max_event_line_bytes, max_events
 from sandbox.policy import Policy
@@ -203,28 +203,23 @@ class DockerSandbox(Sandbox):
             oom_killed=finish.oom_kills > 0,
             host_deadline_hit=deadline_hit,
         )
-        events, stats = parse_events(finish.events_blob)
-        return AttemptResult(
+        return AttemptResult.from_capture(
             status=status,
+            reason=reason,
             exit_code=exit_code,
             duration_s=time.monotonic() - t0,
             started_at=started_at,
-            stdout=out.text(),
-            stderr=err.text(),
-            truncated=out.truncated or err.truncated,
-            stdout_bytes=out.total,
-            stderr_bytes=err.total,
-            events=events,
-            event_stats=stats,
+            out=out,
+            err=err,
+            events_blob=finish.events_blob,
             usage=finish.usage,
             limits=policy,
+            outputs_dir=job.outputs_dir,
+            outputs_skipped=finish.skipped,
             image=self.image,
             image_id=self.image_id(),
             host=socket.gethostname(),
             container_id=container_id,
-            reason=reason,
-            outputs_dir=job.outputs_dir,
-            outputs_skipped=finish.skipped,
         )
 
     # -- lifecycle ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from typing_extensions import override
 from sandbox.base import Job, Sandbox
 from sandbox.classify import classify
 from sandbox.errors import WeakerIsolationError
-from sandbox.events import EVENTS_FILE, parse_events
+from sandbox.events import EVENTS_FILE
 from sandbox.gpus import GpuSampler, resolve_gpu_ids
 from sandbox.limits import max_event_line_bytes, max_events, stream_chunk_bytes
 from sandbox.policy import Policy
@@ -243,28 +243,21 @@ class LocalSandbox(Sandbox):
                 with events_path.open("rb") as fh:
                     blob = fh.read(max_events * max_event_line_bytes)
         status, reason = classify(exit_code, elapsed, policy, oom_killed=oom_kills > 0, host_deadline_hit=deadline_hit)
-        events, stats = parse_events(blob)
-        return AttemptResult(
+        return AttemptResult.from_capture(
             status=status,
+            reason=reason,
             exit_code=exit_code,
             duration_s=time.monotonic() - t0,
             started_at=started_at,
-            stdout=out.text(),
-            stderr=err.text(),
-            truncated=out.truncated or err.truncated,
-            stdout_bytes=out.total,
-            stderr_bytes=err.total,
-            events=events,
-            event_stats=stats,
+            out=out,
+            err=err,
+            events_blob=blob,
             usage=usage,
             limits=policy,
-            image=None,
-            host=socket.gethostname(),
-            container_id=None,
-            backend="local",
-            reason=reason,
             outputs_dir=job.outputs_dir,
             outputs_skipped=skipped,
+            backend="local",
+            host=socket.gethostname(),
         )
 
     def _spawn(

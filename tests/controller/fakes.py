@@ -128,6 +128,9 @@ class FakeSandbox(Sandbox):
                     "out/eval/val_inputs.npy": b"val-inputs",
                     "out/eval/test_inputs.npy": b"test-inputs",
                     "out/private/labels.json": json.dumps(labels).encode(),
+                    "out/meta.json": json.dumps(
+                        {"input_shape": [1, 8, 8], "num_classes": 10, "mean": [0.3], "std": [0.4]}
+                    ).encode(),
                 }
             )
         if kind == "env":

@@ -157,7 +157,9 @@ def test_kill_9_then_resume_loses_nothing_and_leaks_nothing(tmp_path: Path, dock
 def test_sigterm_kills_the_containers_and_leaves_the_run_resumable(tmp_path: Path, docker_client: Any) -> None:
     proc = subprocess.Popen(
         [*CONTROLLER, "start", "--budget", "5m", "--runs-dir", str(tmp_path), "--run-id", "term"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     root = tmp_path / "term"
     deadline = time.monotonic() + 120

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 BATCH = 4
-SHAPE = (1, 8, 8)
-CLASSES = 10
+# The loop stages smoke.json with the dataset's shapes; the digits defaults otherwise.
+_SPEC = json.loads(Path("smoke.json").read_text()) if Path("smoke.json").is_file() else {}
+SHAPE = tuple(_SPEC.get("input_shape", (1, 8, 8)))
+CLASSES = int(_SPEC.get("num_classes", 10))
 
 
 def check_augment(augment: Callable[[torch.Tensor], torch.Tensor]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from common import load_generated, pick_device, write_json
-from model import Net
+from model import build, to_float
 from torch import nn
 
 
@@ -26,14 +26,15 @@ def run(config: dict[str, Any], reporter: Any) -> None:
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     device = pick_device(config)
 
-    train = np.load("data/train.npz")
-    val = np.load("data/val.npz")
-    x_train, y_train = torch.from_numpy(train["x"]), torch.from_numpy(train["y"])
-    x_val, y_val = torch.from_numpy(val["x"]).to(device), torch.from_numpy(val["y"]).to(device)
+    data_dir = config.get("data_dir", "data")
+    train = np.load(f"{data_dir}/train.npz")
+    val = np.load(f"{data_dir}/val.npz")
+    x_train, y_train = to_float(train["x"]), torch.from_numpy(train["y"])
+    x_val, y_val = to_float(val["x"]).to(device), torch.from_numpy(val["y"]).to(device)
 
     augment = load_generated("gen/augment.py").augment
     make_head = load_generated("gen/head.py").make_head
-    model = Net(tuple(config["input_shape"]), int(config["width"]), int(config["num_classes"]), make_head).to(device)
+    model = build(config, make_head).to(device)
     channels_last = bool(config.get("channels_last")) and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -64,7 +65,11 @@ def run(config: dict[str, Any], reporter: Any) -> None:
             samples += len(idx)
         model.eval()
         with torch.no_grad():
-            val_acc = float((model(x_val).argmax(1) == y_val).float().mean())
+            correct = sum(
+                int((model(x_val[i : i + 1024]).argmax(1) == y_val[i : i + 1024]).sum())
+                for i in range(0, len(x_val), 1024)
+            )
+            val_acc = correct / len(x_val)
         reporter.metric("train_loss", total_loss / len(x_train), epoch)
         reporter.metric("val_accuracy_telemetry", val_acc, epoch)
     if device.type == "cuda":
