@@ -12,6 +12,7 @@ import json
 import platform
 import shutil
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -308,7 +309,7 @@ class ResearchLoop:
         try:
             self._set_stage("code")
             modules = {slot: self.code_module(slot, hypothesis) for slot in sorted(hypothesis.modules)}
-            arms = self.arms_for(hypothesis, modules)
+            arms = self.fit_to_budget(self.arms_for(hypothesis, modules))
             self._set_stage("run")
             pairs = [(arm, seed) for arm in arms for seed in self.state.config.seeds]
             if self.ctx.parallel > 1:
@@ -415,6 +416,40 @@ class ResearchLoop:
         for arm in arms:
             self.arms.setdefault(arm.name, arm)
         return arms
+
+    def estimated_job_s(self) -> float:
+        """Typical seconds of one train+predict pair so far (the task's timeouts before any ran)."""
+        pairs = [r.result.duration_s for r in self.index.values() if r.kind in {"train", "eval"}]
+        if len(pairs) < 2:
+            return self.task.timeouts.train / 4 + self.task.timeouts.predict / 4
+        return 2 * statistics.median(pairs)
+
+    def fit_to_budget(self, arms: list[Arm]) -> list[Arm]:
+        """Check the iteration's matrix (arms x seeds) against the budget; shrink it if needed.
+
+        Ablations go first, last one first: baseline and novelty are what the hypothesis needs,
+        and the seeds are never cut (fewer than the plan's seeds would weaken every CI).
+        """
+        seeds = self.state.config.seeds
+        per_job = self.estimated_job_s()
+        available = self.ctx.budget.remaining_s() - self.ctx.budget.reserve_s
+
+        def cost(candidate: list[Arm]) -> float:
+            todo = [1 for arm in candidate for seed in seeds if f"train/{arm.key}/s{seed}" not in self.index]
+            return len(todo) * per_job / max(self.ctx.parallel, 1)
+
+        kept = list(arms)
+        dropped: list[str] = []
+        while cost(kept) > available and len(kept) > 2:
+            dropped.append(kept.pop().name)
+        if dropped:
+            detail = (
+                f"{len(arms)} arms x {len(seeds)} seeds need about {cost(arms):.0f}s but {available:.0f}s "
+                f"remain; dropped {', '.join(dropped)}"
+            )
+            self.log.warning("matrix.shrunk", dropped=dropped, estimate_s=cost(arms), available_s=available)
+            self._limit("matrix.shrunk", detail)
+        return kept
 
     def train_and_score(self, arm: Arm, seed: int) -> AttemptRecord | None:
         """Train in one container, predict in another (strict, no labels), score on the host."""

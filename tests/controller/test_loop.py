@@ -374,3 +374,17 @@ def test_parallel_training_never_shares_a_gpu_and_gives_the_same_results(tmp_pat
     assert overlap == [] and peak[0] == 2
     best = json.loads((loop.store.root / "best.json").read_text())
     assert best["arm"] == expected["arm"] and best["value"] == pytest.approx(expected["value"])
+
+
+def test_the_matrix_is_shrunk_to_the_budget_with_a_logged_reason(tmp_path: Path) -> None:
+    sandbox = FakeSandbox(job_seconds=30)
+    loop = make_loop(tmp_path, sandbox, budget_s=900, reserve_s=60)
+    state = loop.run()
+    hits = [h for h in state.limits_hit if h.limit == "matrix.shrunk"]
+    assert hits and "dropped ablation:" in hits[0].detail
+    trained_arms = {r.arm for r in loop.store.attempts() if r.kind == "train"}
+    assert "baseline" in trained_arms and "novelty:shift-mlp" in trained_arms
+    # what the hypothesis needs keeps all of its seeds: the ablations went first
+    for arm in ("baseline", "novelty:shift-mlp"):
+        seeds = {r.seed for r in loop.store.attempts() if r.kind == "train" and r.arm == arm}
+        assert seeds == {0, 1, 2}, arm
