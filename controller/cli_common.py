@@ -53,3 +53,25 @@ def parse_usd(text: str, flag: str) -> float:
         msg = f"{flag}: invalid amount {text!r}; write it like 5usd or 0.5"
         raise BadInputError(msg)
     return value
+
+
+def _scalar(text: str) -> float | int | str:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return text
+
+
+def parse_grid(text: str, flag: str) -> dict[str, list[float | int | str]]:
+    """`lr=0.003,0.006;arch=cnn,resnet18` -> {"lr": [0.003, 0.006], "arch": ["cnn", "resnet18"]}."""
+    grid: dict[str, list[float | int | str]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        key, sep, values = part.partition("=")
+        items = [_scalar(v.strip()) for v in values.split(",") if v.strip()]
+        if not sep or not key.strip() or not items:
+            msg = f"{flag}: cannot read {part!r}; write it like lr=0.003,0.006;arch=cnn,resnet18"
+            raise BadInputError(msg)
+        grid[key.strip()] = items
+    return grid

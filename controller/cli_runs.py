@@ -20,6 +20,7 @@ from controller.cli_common import (
     console,
     out,
     parse_duration_arg,
+    parse_grid,
     parse_usd,
 )
 from controller.errors import BadInputError
@@ -102,6 +103,9 @@ def start(
     allow_download: Annotated[bool, typer.Option(help="Fetch mnist/cifar10 on the host if missing.")] = False,
     fallback_fakedata: Annotated[bool, typer.Option(help="Use FakeData when the dataset is unavailable.")] = False,
     arch: Annotated[str, typer.Option(help="Model trunk: cnn or resnet18.")] = "cnn",
+    matrix: Annotated[str | None, typer.Option(help="Cross every arm: 'arch=cnn,resnet18;lr=0.003,0.006'.")] = None,
+    ablate: Annotated[str | None, typer.Option(help="Systematic ablation dimensions: optimizer,scheduler.")] = None,
+    sweep: Annotated[str | None, typer.Option(help="Sweep the novelty first, keep the best: 'lr=0.001,0.003'.")] = None,
     pretrained: Annotated[
         Path | None, typer.Option(help="Local trunk weights (resnet18); never downloaded.", exists=True, dir_okay=False)
     ] = None,
@@ -145,6 +149,18 @@ def start(
         fallback_fakedata=fallback_fakedata,
         progress=_progress_printer(time.monotonic()),
     )
+    from controller.plan import DIMENSION_VALUES, Matrix
+
+    dimensions = [d.strip() for d in ablate.split(",") if d.strip()] if ablate else []
+    unknown = [d for d in dimensions if d not in DIMENSION_VALUES]
+    if unknown:
+        msg = f"--ablate: unknown dimension(s) {', '.join(unknown)}; use {', '.join(DIMENSION_VALUES)}"
+        raise BadInputError(msg)
+    declared = Matrix(
+        variants=parse_grid(matrix, "--matrix") if matrix else {},
+        ablate=dimensions,
+        sweep=parse_grid(sweep, "--sweep") if sweep else {},
+    )
     reserve = min(90.0, max(30.0, budget_s * 0.2))
     config = RunConfig(
         task=task,
@@ -165,6 +181,7 @@ def start(
         gpus=gpus,
         parallel=parallel,
         report_reserve_s=reserve,
+        matrix=declared.model_dump() if (matrix or ablate or sweep) else {},
     )
     from controller.scheduler import ResourcePool
     from controller.session import stage_policies

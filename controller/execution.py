@@ -410,13 +410,13 @@ class AttemptRunner:
     def _train_config(self, arm: Arm, seed: int) -> dict[str, Any]:
         return {
             **self.task.defaults,
+            "arch": self.state.config.arch,
             **arm.hyper,
             "seed": seed,
             "num_classes": self.meta.get("num_classes", self.task.num_classes),
             "input_shape": self.meta.get("input_shape", list(self.task.input_shape)),
             "mean": self.meta.get("mean"),
             "std": self.meta.get("std"),
-            "arch": self.state.config.arch,
             "threads": max(1, int(self.ctx.policies.train.cpus)),
         }
 

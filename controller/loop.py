@@ -6,6 +6,7 @@ live in controller/execution.py (AttemptRunner), which this class builds on.
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import threading
@@ -31,7 +32,7 @@ from controller.execution import (
     harness,
     trim,
 )
-from controller.plan import Arm, Hypothesis, ModuleCode, Plan
+from controller.plan import DIMENSION_VALUES, Arm, Hyper, Hypothesis, Matrix, ModuleCode, Plan, Value
 from controller.registry import AttemptKind, AttemptRecord, BestSoFar, RunState
 from controller.scoring import InvalidPredictionsError, accuracy, is_suspect, load_predictions
 from controller.stats import ArmStats, compare, summarize
@@ -50,6 +51,7 @@ class ResearchLoop(AttemptRunner):
             slot: ModuleCode(slot=slot, code=ctx.task.baseline_code(slot), origin="baseline") for slot in ctx.task.slots
         }
         self.history: list[IterationOutcome] = []
+        self.plan: Plan | None = None
 
     # -- the whole run ----------------------------------------------------------------------
 
@@ -62,7 +64,7 @@ class ResearchLoop(AttemptRunner):
             self._set_stage("prepare")
             self.prepare_data()
             self.record_environment()
-            plan = self.make_plan()
+            plan = self.plan = self.make_plan()
             hypothesis: Hypothesis | None = plan.hypotheses[0]
             while hypothesis is not None and not self.should_stop(plan):
                 self.history.append(self.iterate(hypothesis))
@@ -119,6 +121,8 @@ class ResearchLoop(AttemptRunner):
             return Plan.model_validate(stored)
         self._set_stage("plan")
         plan = self.ctx.agent.plan(self.task, self.state.config.seeds)
+        if self.state.config.matrix:
+            plan = plan.model_copy(update={"matrix": Matrix.model_validate(self.state.config.matrix)})
         self._charge_agent()
         self.store.write("plan.json", plan)
         self.log.info("plan.written", hypotheses=[h.id for h in plan.hypotheses])
@@ -214,37 +218,78 @@ class ResearchLoop(AttemptRunner):
         )
 
     def arms_for(self, hypothesis: Hypothesis, modules: dict[str, ModuleCode]) -> list[Arm]:
-        """Baseline, the novelty, and one ablation per novelty component (deduplicated)."""
-        defaults = {k: v for k, v in self.task.defaults.items() if isinstance(v, int | float)}
+        """The iteration's matrix: baseline, novelty (after an optional sweep), one ablation per
+        novelty component, systematic-dimension arms, each crossed with the plan's variants."""
+        matrix = self.plan.matrix if self.plan is not None else Matrix()
+        defaults: Hyper = {k: v for k, v in self.task.defaults.items() if isinstance(v, int | float | str)}
         baseline_modules = {
             s: ModuleCode(slot=s, code=self.task.baseline_code(s), origin="baseline") for s in self.task.slots
         }
         baseline = Arm(name="baseline", modules=baseline_modules, hyper=defaults)
-        novelty = Arm(
-            name=f"novelty:{hypothesis.id}",
-            modules={**baseline_modules, **modules},
-            hyper={**defaults, **hypothesis.hyper},
-        )
-        arms = [baseline, novelty]
+        novelty_modules = {**baseline_modules, **modules}
+        novelty_hyper = {**defaults, **hypothesis.hyper}
+        if matrix.sweep:
+            novelty_hyper = self.sweep(hypothesis, novelty_modules, novelty_hyper, matrix.sweep)
+        novelty = Arm(name=f"novelty:{hypothesis.id}", modules=novelty_modules, hyper=novelty_hyper)
+        core = [baseline, novelty]
         for component in hypothesis.components():
             kind, _, name = component.partition(":")
-            if kind == "module":
-                ablated = Arm(
-                    name=f"ablation:{hypothesis.id}-no-{name}",
-                    modules={**novelty.modules, name: baseline_modules[name]},
-                    hyper=novelty.hyper,
+            ablated_modules = {**novelty.modules, name: baseline_modules[name]} if kind == "module" else novelty.modules
+            ablated_hyper = novelty.hyper if kind == "module" else {**novelty.hyper, name: defaults[name]}
+            core.append(Arm(name=f"ablation:{hypothesis.id}-no-{name}", modules=ablated_modules, hyper=ablated_hyper))
+        for dimension in matrix.ablate:
+            for value in DIMENSION_VALUES[dimension][1:]:
+                core.append(
+                    Arm(
+                        name=f"ablation:{hypothesis.id}-{dimension}={value}",
+                        modules=novelty.modules,
+                        hyper={**novelty.hyper, dimension: value},
+                    )
                 )
-            else:
-                ablated = Arm(
-                    name=f"ablation:{hypothesis.id}-no-{name}",
-                    modules=novelty.modules,
-                    hyper={**novelty.hyper, name: defaults[name]},
+        crossed = list(core)
+        keys = sorted(matrix.variants)
+        for combo in itertools.product(*(matrix.variants[k] for k in keys)):
+            if all(v == matrix.variants[k][0] for k, v in zip(keys, combo, strict=True)):
+                continue  # the reference combination is the plain arm itself
+            tag = ",".join(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
+            crossed += [
+                Arm(
+                    name=f"{arm.name}@{tag}",
+                    modules=arm.modules,
+                    hyper={**arm.hyper, **dict(zip(keys, combo, strict=True))},
                 )
-            if ablated.key not in {a.key for a in arms}:
-                arms.append(ablated)
-        for arm in arms:
-            self.arms.setdefault(arm.name, arm)
+                for arm in core
+            ]
+        arms: list[Arm] = []
+        for arm in crossed:
+            if arm.key not in {a.key for a in arms}:
+                arms.append(arm)
+                self.arms.setdefault(arm.name, arm)
         return arms
+
+    def sweep(
+        self, hypothesis: Hypothesis, modules: dict[str, ModuleCode], hyper: Hyper, grid: dict[str, list[Value]]
+    ) -> Hyper:
+        """Try each grid point on the first seed; keep the best by host-scored validation."""
+        keys = sorted(grid)
+        seed = self.state.config.seeds[0]
+        scored: list[tuple[float, Hyper]] = []
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            point = {**hyper, **dict(zip(keys, combo, strict=True))}
+            tag = ",".join(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
+            arm = Arm(name=f"sweep:{hypothesis.id}@{tag}", modules=modules, hyper=point)
+            self.arms.setdefault(arm.name, arm)
+            record = self.train_and_score(arm, seed)
+            if record is not None and record.host_score is not None:
+                value = record.host_score if self.task.metric.higher_is_better else -record.host_score
+                scored.append((value, point))
+        if not scored:
+            return hyper
+        best = max(scored, key=lambda item: item[0])[1]
+        chosen = {k: best[k] for k in keys}
+        self.log.info("sweep.selected", hypothesis=hypothesis.id, chosen=chosen, tried=len(scored))
+        self.ctx.progress(f"  sweep selected {chosen} for {hypothesis.id} (on validation, seed {seed})")
+        return best
 
     def estimated_job_s(self) -> float:
         """Typical seconds of one train+predict pair so far (the task's timeouts before any ran)."""

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Hyper = dict[str, float | int]
+Value = float | int | str
+Hyper = dict[str, Value]
+AblationDimension = Literal["optimizer", "scheduler"]
+DIMENSION_VALUES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("adam", "sgd", "adamw"),
+    "scheduler": ("none", "cosine", "step"),
+}
+"""Values of each systematic ablation dimension; the first is the reference."""
 
 
 class Hypothesis(BaseModel):
@@ -45,6 +52,25 @@ class StoppingRules(BaseModel):
     """Stop once the best arm's validation mean reaches this."""
 
 
+class Matrix(BaseModel):
+    """The experiment matrix, declared in the plan and expanded deterministically.
+
+    Every arm (baseline, novelty, ablations) is crossed with `variants`; `ablate` adds arms
+    that vary one systematic dimension of the novelty; `sweep` tries values of the novelty
+    on one seed first and keeps the best by host-scored validation. All of it times seeds.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    variants: dict[str, list[Value]] = Field(default_factory=dict)
+    """e.g. {"arch": ["cnn", "resnet18"], "lr": [0.003, 0.006], "input_size": [0, 16]}; the first value of
+    each list is the reference, so the plain arm is not repeated."""
+    ablate: list[AblationDimension] = Field(default_factory=list)
+    """Systematic ablation dimensions (optimizer family, scheduler)."""
+    sweep: dict[str, list[Value]] = Field(default_factory=dict)
+    """Small sweep with automatic selection, e.g. {"lr": [0.001, 0.003, 0.01]}."""
+
+
 class Plan(BaseModel):
     """plan.json: hypotheses, success criteria and stopping rules."""
 
@@ -59,6 +85,7 @@ class Plan(BaseModel):
     )
     stopping: StoppingRules = Field(default_factory=StoppingRules)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    matrix: Matrix = Field(default_factory=Matrix)
 
 
 class ModuleCode(BaseModel):

@@ -118,6 +118,8 @@ class RunConfig(BaseModel):
     parallel: int = 1
     """Training jobs run at once (bounded again by host CPUs, memory and GPUs)."""
     report_reserve_s: float = 60.0
+    matrix: dict[str, Any] = Field(default_factory=dict)
+    """Overrides the plan's experiment matrix (variants, ablate, sweep); see controller.plan.Matrix."""
     iteration_limits: dict[str, float] = Field(default_factory=dict)
 
 

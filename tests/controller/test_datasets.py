@@ -148,3 +148,24 @@ def test_fakedata_trains_a_resnet18_and_the_host_scores_it(tmp_path: Path) -> No
     assert record is not None and record.host_score is not None and 0.0 <= record.host_score <= 1.0
     train = loop.index[f"train/{arm.key}/s0"]
     assert train.result.limits.data_mounts[0].target == "/data/public"  # read-only mount, not copied
+
+
+@pytest.mark.docker
+def test_ablation_dimensions_and_variants_train_for_real(tmp_path: Path) -> None:
+    loop, sandbox = _loop(tmp_path)
+    task = load_task("digits")
+    modules = {s: ModuleCode(slot=s, code=task.baseline_code(s), origin="baseline") for s in task.slots}
+    try:
+        loop.prepare_data()
+        scores = {}
+        for hyper in (
+            {"optimizer": "sgd", "scheduler": "cosine"},
+            {"optimizer": "adamw", "scheduler": "step", "input_size": 16},
+        ):
+            arm = Arm(name=str(hyper), modules=modules, hyper={"epochs": 3, **hyper})
+            record = loop.train_and_score(arm, 0)
+            assert record is not None, loop.store.attempts()[-1].result.stderr[-2000:]
+            scores[arm.name] = record.host_score
+    finally:
+        sandbox.close()
+    assert all(score is not None and score > 0.5 for score in scores.values()), scores

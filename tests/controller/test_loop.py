@@ -388,3 +388,34 @@ def test_the_matrix_is_shrunk_to_the_budget_with_a_logged_reason(tmp_path: Path)
     for arm in ("baseline", "novelty:shift-mlp"):
         seeds = {r.seed for r in loop.store.attempts() if r.kind == "train" and r.arm == arm}
         assert seeds == {0, 1, 2}, arm
+
+
+def test_the_declared_matrix_expands_deterministically(tmp_path: Path) -> None:
+    sandbox = FakeSandbox()
+    loop = make_loop(tmp_path, sandbox, seeds=3)
+    loop.ctx.state.config.matrix = {
+        "variants": {"width": [32, 64]},
+        "ablate": ["optimizer"],
+        "sweep": {"lr": [0.001, 0.003]},
+    }
+    loop.ctx.state.config.seeds = [0, 1, 2]
+    loop.plan = None
+    plan = loop.make_plan()
+    assert plan.matrix.ablate == ["optimizer"]
+    loop.plan = plan
+    loop.prepare_data()
+    hypothesis = plan.hypotheses[0]
+    modules = {slot: loop.ctx.agent.write_module(TASK, slot, hypothesis) for slot in hypothesis.modules}
+    first = [a.name for a in loop.arms_for(hypothesis, modules)]
+    again = [a.name for a in loop.arms_for(hypothesis, modules)]
+    assert first == again  # deterministic
+    assert first[:4] == ["baseline", "novelty:shift-mlp", "ablation:shift-mlp-no-augment", "ablation:shift-mlp-no-head"]
+    assert "ablation:shift-mlp-optimizer=sgd" in first and "ablation:shift-mlp-optimizer=adamw" in first
+    assert "baseline@width=64" in first and "novelty:shift-mlp@width=64" in first
+    assert "baseline@width=32" not in first  # the reference value is the plain arm
+    assert len(first) == 6 * 2
+    # the sweep ran on the first seed and its choice is in the novelty's hyperparameters
+    sweeps = [r for r in loop.store.attempts() if r.kind == "train" and (r.arm or "").startswith("sweep:")]
+    assert {r.seed for r in sweeps} == {0} and len(sweeps) == 2
+    novelty = next(a for a in loop.arms_for(hypothesis, modules) if a.name == "novelty:shift-mlp")
+    assert novelty.hyper["lr"] in {0.001, 0.003}

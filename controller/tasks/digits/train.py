@@ -39,14 +39,30 @@ def run(config: dict[str, Any], reporter: Any) -> None:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     use_bf16 = bool(config.get("bf16")) and device.type == "cuda"
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(config["lr"]))
+    lr = float(config["lr"])
+    family = str(config.get("optimizer", "adam"))
+    if family == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr * 10, momentum=0.9)
+    elif family == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    epochs = int(config["epochs"])
+    schedule = str(config.get("scheduler", "none"))
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        if schedule == "cosine"
+        else torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.3)
+        if schedule == "step"
+        else None
+    )
     loss_fn = nn.CrossEntropyLoss()
     batch_size = int(config["batch_size"])
     generator = torch.Generator().manual_seed(seed)
 
     samples = 0
     start = time.perf_counter()
-    for epoch in range(int(config["epochs"])):
+    for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
         total_loss = 0.0
@@ -63,6 +79,8 @@ def run(config: dict[str, Any], reporter: Any) -> None:
             optimizer.step()
             total_loss += float(loss) * len(idx)
             samples += len(idx)
+        if scheduler is not None:
+            scheduler.step()
         model.eval()
         with torch.no_grad():
             correct = sum(
