@@ -18,6 +18,10 @@ from model import build, to_float
 from torch import nn
 
 
+def _choose(setting: Any, auto: bool) -> bool:
+    return auto if setting == "auto" else bool(setting)
+
+
 def run(config: dict[str, Any], reporter: Any) -> None:
     seed = int(config["seed"])
     torch.manual_seed(seed)
@@ -35,10 +39,15 @@ def run(config: dict[str, Any], reporter: Any) -> None:
     augment = load_generated("gen/augment.py").augment
     make_head = load_generated("gen/head.py").make_head
     model = build(config, make_head).to(device)
-    channels_last = bool(config.get("channels_last")) and device.type == "cuda"
+    # bf16 autocast and channels_last pay off for convolution-heavy trunks on GPUs with bf16
+    # tensor cores; on the tiny CNN or a CPU they only add casts. "auto" applies that rule,
+    # true/false override it.
+    heavy = str(config.get("arch", "cnn")) == "resnet18"
+    on_gpu = device.type == "cuda"
+    channels_last = on_gpu and _choose(config.get("channels_last", "auto"), heavy)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    use_bf16 = bool(config.get("bf16")) and device.type == "cuda"
+    use_bf16 = on_gpu and _choose(config.get("bf16", "auto"), heavy and torch.cuda.is_bf16_supported())
     lr = float(config["lr"])
     family = str(config.get("optimizer", "adam"))
     if family == "sgd":
@@ -96,6 +105,8 @@ def run(config: dict[str, Any], reporter: Any) -> None:
     os.makedirs("out", exist_ok=True)
     torch.save(model.state_dict(), "out/model.pt")
     meta = {
+        "bf16": use_bf16,
+        "channels_last": channels_last,
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
         "samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
         "train_seconds": elapsed,
@@ -104,5 +115,6 @@ def run(config: dict[str, Any], reporter: Any) -> None:
     }
     write_json("out/meta.json", meta)
     reporter.metric("samples_per_s", meta["samples_per_s"])
+    reporter.metric("peak_gpu_memory_bytes", float(meta["peak_gpu_memory_bytes"]))
     reporter.artifact("out/model.pt", os.path.getsize("out/model.pt"))
     print(json.dumps(meta))
