@@ -199,7 +199,7 @@ def test_adversarial_modules_cannot_forge_or_leak_the_score(tmp_path: Path, dock
     # 2. walking the filesystem finds no labels and no test split in the training container
     walk_train = by_arm["novelty:walk"]["train"]
     found = json.loads((store.attempt_dir(walk_train.number) / "outputs" / "out" / "found.json").read_text())
-    assert sorted(found) == ["/workspace/data/train.npz", "/workspace/data/val.npz"]
+    assert sorted(found) == ["/data/public/train.npz", "/data/public/val.npz"]  # the read-only mount
 
     # 3. monkeypatching the harness and the evaluation: telemetry flagged, predictions scored honestly
     patch_eval = by_arm["novelty:patch"]["eval"]
