@@ -152,9 +152,10 @@ def start(
     from controller.plan import DIMENSION_VALUES, Matrix
 
     dimensions = [d.strip() for d in ablate.split(",") if d.strip()] if ablate else []
-    unknown = [d for d in dimensions if d not in DIMENSION_VALUES]
+    known = [*DIMENSION_VALUES, *(slot for slot, spec in load_task(task).slots.items() if spec.suite)]
+    unknown = [d for d in dimensions if d not in known]
     if unknown:
-        msg = f"--ablate: unknown dimension(s) {', '.join(unknown)}; use {', '.join(DIMENSION_VALUES)}"
+        msg = f"--ablate: unknown dimension(s) {', '.join(unknown)}; use {', '.join(known)}"
         raise BadInputError(msg)
     declared = Matrix(
         variants=parse_grid(matrix, "--matrix") if matrix else {},

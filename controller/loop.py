@@ -238,14 +238,7 @@ class ResearchLoop(AttemptRunner):
             ablated_hyper = novelty.hyper if kind == "module" else {**novelty.hyper, name: defaults[name]}
             core.append(Arm(name=f"ablation:{hypothesis.id}-no-{name}", modules=ablated_modules, hyper=ablated_hyper))
         for dimension in matrix.ablate:
-            for value in DIMENSION_VALUES[dimension][1:]:
-                core.append(
-                    Arm(
-                        name=f"ablation:{hypothesis.id}-{dimension}={value}",
-                        modules=novelty.modules,
-                        hyper={**novelty.hyper, dimension: value},
-                    )
-                )
+            core += self.dimension_arms(hypothesis, novelty, dimension)
         crossed = list(core)
         keys = sorted(matrix.variants)
         for combo in itertools.product(*(matrix.variants[k] for k in keys)):
@@ -265,6 +258,33 @@ class ResearchLoop(AttemptRunner):
             if arm.key not in {a.key for a in arms}:
                 arms.append(arm)
                 self.arms.setdefault(arm.name, arm)
+        return arms
+
+    def dimension_arms(self, hypothesis: Hypothesis, novelty: Arm, dimension: str) -> list[Arm]:
+        """Arms varying one systematic dimension of the novelty: a hyperparameter family, or
+        a slot's suite of alternative modules (each guarded like any module)."""
+        if dimension in DIMENSION_VALUES:
+            return [
+                Arm(
+                    name=f"ablation:{hypothesis.id}-{dimension}={value}",
+                    modules=novelty.modules,
+                    hyper={**novelty.hyper, dimension: value},
+                )
+                for value in DIMENSION_VALUES[dimension][1:]
+            ]
+        arms = []
+        for name, code in self.task.suite_code(dimension).items():
+            module = ModuleCode(slot=dimension, code=code, origin=f"suite:{name}")
+            if self.guard(dimension, module).status != Status.ok:
+                self.ctx.progress(f"  suite member {dimension}={name} failed the guard; skipped")
+                continue
+            arms.append(
+                Arm(
+                    name=f"ablation:{hypothesis.id}-{dimension}={name}",
+                    modules={**novelty.modules, dimension: module},
+                    hyper=novelty.hyper,
+                )
+            )
         return arms
 
     def sweep(

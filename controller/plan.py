@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Value = float | int | str
 Hyper = dict[str, Value]
-AblationDimension = Literal["optimizer", "scheduler"]
+AblationDimension = str
+"""optimizer, scheduler, or a task slot with a suite of alternatives (augment, head)."""
 DIMENSION_VALUES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adam", "sgd", "adamw"),
     "scheduler": ("none", "cosine", "step"),
@@ -66,7 +67,8 @@ class Matrix(BaseModel):
     """e.g. {"arch": ["cnn", "resnet18"], "lr": [0.003, 0.006], "input_size": [0, 16]}; the first value of
     each list is the reference, so the plain arm is not repeated."""
     ablate: list[AblationDimension] = Field(default_factory=list)
-    """Systematic ablation dimensions (optimizer family, scheduler)."""
+    """Systematic ablation dimensions: optimizer family, scheduler, and slots with a suite
+    (the digits task: augment = augmentation suite, head)."""
     sweep: dict[str, list[Value]] = Field(default_factory=dict)
     """Small sweep with automatic selection, e.g. {"lr": [0.001, 0.003, 0.01]}."""
 

@@ -28,6 +28,8 @@ class Slot(BaseModel):
     """Path of the module in the workspace, under gen/."""
     baseline: str
     """Path, in the task folder, of the module the baseline arm uses."""
+    suite: dict[str, str] = Field(default_factory=dict)
+    """Named alternative modules (paths in the task folder) for the slot's ablation dimension."""
     entry: str
     """Name the module must define."""
     smoke: str
@@ -88,6 +90,10 @@ class Task(BaseModel):
     defaults: dict[str, float | int | str | bool] = Field(default_factory=dict)
     folder: Path = Path()
 
+    def suite_code(self, slot: str) -> dict[str, str]:
+        """The slot's alternative modules by name (its systematic ablation dimension)."""
+        return {name: (self.folder / path).read_text() for name, path in sorted(self.slots[slot].suite.items())}
+
     def baseline_code(self, slot: str) -> str:
         """Source of the slot's baseline module."""
         return (self.folder / self.slots[slot].baseline).read_text()
@@ -121,6 +127,7 @@ def load_task(name_or_path: str) -> Task:
         msg = f"{spec}: invalid task definition: {str(exc).splitlines()[0]}"
         raise BadInputError(msg) from None
     listed = task.code_files + task.prepare_files + [s.baseline for s in task.slots.values()]
+    listed += [path for s in task.slots.values() for path in s.suite.values()]
     missing = [f for f in listed if not (folder / f).is_file()]
     if missing:
         msg = f"{spec}: files listed but missing: {', '.join(missing)}"

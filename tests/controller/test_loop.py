@@ -395,13 +395,13 @@ def test_the_declared_matrix_expands_deterministically(tmp_path: Path) -> None:
     loop = make_loop(tmp_path, sandbox, seeds=3)
     loop.ctx.state.config.matrix = {
         "variants": {"width": [32, 64]},
-        "ablate": ["optimizer"],
+        "ablate": ["optimizer", "head"],
         "sweep": {"lr": [0.001, 0.003]},
     }
     loop.ctx.state.config.seeds = [0, 1, 2]
     loop.plan = None
     plan = loop.make_plan()
-    assert plan.matrix.ablate == ["optimizer"]
+    assert plan.matrix.ablate == ["optimizer", "head"]
     loop.plan = plan
     loop.prepare_data()
     hypothesis = plan.hypotheses[0]
@@ -411,9 +411,11 @@ def test_the_declared_matrix_expands_deterministically(tmp_path: Path) -> None:
     assert first == again  # deterministic
     assert first[:4] == ["baseline", "novelty:shift-mlp", "ablation:shift-mlp-no-augment", "ablation:shift-mlp-no-head"]
     assert "ablation:shift-mlp-optimizer=sgd" in first and "ablation:shift-mlp-optimizer=adamw" in first
+    # the head suite: bn_mlp is new; the suite's mlp is the novelty's own head, so deduplicated
+    assert "ablation:shift-mlp-head=bn_mlp" in first and "ablation:shift-mlp-head=mlp" not in first
     assert "baseline@width=64" in first and "novelty:shift-mlp@width=64" in first
     assert "baseline@width=32" not in first  # the reference value is the plain arm
-    assert len(first) == 6 * 2
+    assert len(first) == 7 * 2
     # the sweep ran on the first seed and its choice is in the novelty's hyperparameters
     sweeps = [r for r in loop.store.attempts() if r.kind == "train" and (r.arm or "").startswith("sweep:")]
     assert {r.seed for r in sweeps} == {0} and len(sweeps) == 2
