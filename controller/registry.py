@@ -192,7 +192,8 @@ class RunStore:
     """One run's folder."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
+        # Absolute: data folders are bind-mounted by path, and the engine needs absolute ones.
+        self.root = root.absolute()
         self.attempts_dir = root / "attempts"
 
     # -- creation and loading -----------------------------------------------------------

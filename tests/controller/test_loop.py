@@ -421,3 +421,11 @@ def test_the_declared_matrix_expands_deterministically(tmp_path: Path) -> None:
     assert {r.seed for r in sweeps} == {0} and len(sweeps) == 2
     novelty = next(a for a in loop.arms_for(hypothesis, modules) if a.name == "novelty:shift-mlp")
     assert novelty.hyper["lr"] in {0.001, 0.003}
+
+
+def test_a_relative_runs_dir_still_gives_absolute_mount_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store, _ = RunStore.create(Path("runs"), RunConfig(budget_s=60), "rel")
+    assert store.root.is_absolute() and store.root == tmp_path / "runs" / "rel"
