@@ -25,8 +25,12 @@ typecheck:
 pytest:
 	$(BIN)/pytest -q
 
+## make bench: the benchmarks (the host side of container_vs_host needs torch: the `local` extra).
 bench: setup
+	$(BIN)/python -m pip install --quiet -e '.[local]'
 	$(BIN)/python benchmarks/sandbox_overhead.py
+	$(BIN)/python benchmarks/container_vs_host.py
+	$(BIN)/python benchmarks/matrix_throughput.py
 
 clean-containers:
 	$(BIN)/controller reap

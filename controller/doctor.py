@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -146,14 +145,3 @@ def _agent_check(agent: str, base_url: str | None) -> Check:
     if code >= 500:
         return Check("agent", "fail", f"llm endpoint {url} answered {code}", "check the server")
     return Check("agent", "ok", f"llm endpoint {url} reachable (HTTP {code})")
-
-
-def nvidia_smi_summary() -> str:
-    """One line from nvidia-smi for reports, or '' without a GPU."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return ""
-    try:
-        return subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""

@@ -88,10 +88,6 @@ class WarmPool:
             with contextlib.suppress(Exception):
                 self._remove(container_id)
 
-    def idle_count(self) -> int:
-        with self._lock:
-            return sum(len(ids) for ids in self._ready.values())
-
     def __enter__(self) -> WarmPool:
         return self
 

@@ -8,7 +8,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sandbox.base import Job, Sandbox
 from sandbox.events import Event, MetricEvent, StageEvent
@@ -155,14 +154,6 @@ class FakeSandbox(Sandbox):
         return Canned(files={"out/predictions.json": json.dumps({"predictions": predictions}).encode()})
 
 
-def kinds(sandbox: FakeSandbox) -> list[str]:
-    return [kind for kind, _, _ in sandbox.calls]
-
-
 def attempt_calls(sandbox: FakeSandbox) -> int:
     """Calls that become attempts (the environment probe does not)."""
     return sum(1 for kind, _, _ in sandbox.calls if kind != "env")
-
-
-def read_json(path: Path) -> object:
-    return json.loads(path.read_text())
