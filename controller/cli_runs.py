@@ -51,7 +51,7 @@ def _reap_for(run_id: str | None) -> None:
         console.print(f"reaped {len(report.removed)} orphaned container(s)")
 
 
-def _run_loop(store: RunStore, state_config: RunConfig | None = None, *, resume: bool = False) -> int:
+def _run_loop(store: RunStore, *, resume: bool = False) -> int:
     state = store.load_state()
     claim(state)
     if resume:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -130,6 +131,15 @@ def parse_events(
             stats.malformed += 1
     stats.accepted = len(events)
     return events, stats
+
+
+def read_events_file(workspace: Path) -> bytes:
+    """The harness's event lines from a workspace copy: bounded, and never through a symlink."""
+    path = workspace / EVENTS_FILE
+    if not path.is_file() or path.is_symlink():
+        return b""
+    with path.open("rb") as fh:
+        return fh.read(max_events * max_event_line_bytes)
 
 
 def last_exception(events: list[Event]) -> ExceptionEvent | None:

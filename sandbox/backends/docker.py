@@ -33,9 +33,9 @@ from sandbox import labels
 from sandbox.base import WORKSPACE, Job, Sandbox
 from sandbox.classify import classify
 from sandbox.engine import connect
-from sandbox.events import EVENTS_FILE
+from sandbox.events import read_events_file
 from sandbox.gpus import GpuSampler, resolve_gpu_ids
-from sandbox.limits import max_collect_bytes, max_event_line_bytes, max_events
+from sandbox.limits import max_collect_bytes
 from sandbox.policy import Policy
 from sandbox.pool import DEFAULT_PRELOAD, WarmPool
 from sandbox.results import AttemptResult, CappedBuffer, Status, Usage
@@ -367,7 +367,7 @@ class DockerSandbox(Sandbox):
                     skipped = extract_outputs(spool, dest)
                     if size > max_collect_bytes:
                         skipped.append(f"(collection stopped at {max_collect_bytes} bytes)")
-                    blob = _read_events(dest)
+                    blob = read_events_file(dest)
                 usage, oom_kills = _parse_probe(probe.getvalue())
                 return _Finish(usage, oom_kills, skipped, blob)
             except Exception as exc:
@@ -382,14 +382,6 @@ class _Finish:
     oom_kills: int
     skipped: list[str]
     events_blob: bytes
-
-
-def _read_events(workspace: Path) -> bytes:
-    path = workspace / EVENTS_FILE
-    if not path.is_file() or path.is_symlink():
-        return b""
-    with path.open("rb") as fh:
-        return fh.read(max_events * max_event_line_bytes)
 
 
 def _parse_probe(text: bytes) -> tuple[Usage, int]:

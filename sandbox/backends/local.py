@@ -33,9 +33,9 @@ from typing_extensions import override
 from sandbox.base import Job, Sandbox
 from sandbox.classify import classify
 from sandbox.errors import WeakerIsolationError
-from sandbox.events import EVENTS_FILE
+from sandbox.events import read_events_file
 from sandbox.gpus import GpuSampler, resolve_gpu_ids
-from sandbox.limits import max_event_line_bytes, max_events, stream_chunk_bytes
+from sandbox.limits import stream_chunk_bytes
 from sandbox.policy import Policy
 from sandbox.results import AttemptResult, CappedBuffer, Usage
 from sandbox.staging import extract_outputs, pack_workspace
@@ -237,11 +237,7 @@ class LocalSandbox(Sandbox):
             skipped: list[str] = []
             if job.outputs_dir is not None:
                 skipped = extract_outputs(_tar_of(workspace), job.outputs_dir)
-            events_path = workspace / EVENTS_FILE
-            blob = b""
-            if events_path.is_file() and not events_path.is_symlink():
-                with events_path.open("rb") as fh:
-                    blob = fh.read(max_events * max_event_line_bytes)
+            blob = read_events_file(workspace)
         status, reason = classify(exit_code, elapsed, policy, oom_killed=oom_kills > 0, host_deadline_hit=deadline_hit)
         return AttemptResult.from_capture(
             status=status,
