@@ -24,10 +24,11 @@ from controller.cli_common import (
     parse_usd,
 )
 from controller.errors import BadInputError
+from controller.ownership import claim, owner_alive, signals_interrupt
 from controller.registry import RunConfig, RunStore
-from controller.session import build_loop, claim, make_sandbox, owner_alive, signals_interrupt
 from controller.tasks import load_task
 from controller.views import attempts_table, run_panel, runs_table
+from controller.wiring import build_loop, make_sandbox
 
 LIVE_REFRESH_S = 1.0
 
@@ -185,7 +186,7 @@ def start(
         matrix=declared.model_dump() if (matrix or ablate or sweep) else {},
     )
     from controller.scheduler import ResourcePool
-    from controller.session import stage_policies
+    from controller.wiring import stage_policies
     from sandbox.gpus import detect_gpus
 
     # Fail fast, with one line and exit 2, before anything is created.

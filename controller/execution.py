@@ -36,7 +36,7 @@ from controller.runlog import configure_run_logging
 from controller.scheduler import ResourcePool
 from controller.tasks import Task
 from sandbox.base import Job, Sandbox
-from sandbox.events import MetricEvent
+from sandbox.events import MetricEvent, StageEvent
 from sandbox.policy import Policy
 from sandbox.results import AttemptResult, Status
 
@@ -325,6 +325,9 @@ class AttemptRunner:
             arm_key=arm.key if arm else None,
             seed=seed,
             status=str(extra.pop("status", result.status)),
+            failed_stage=next(
+                (e.stage for e in reversed(result.events) if isinstance(e, StageEvent) and e.state == "failed"), None
+            ),
             reason=extra.pop("reason", None) or deadline_note or result.reason,
             outputs="outputs" if keep_outputs else None,
             result=result,

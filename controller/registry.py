@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.errors import RunNotFoundError
+from sandbox.owners import current_owner
 from sandbox.results import AttemptResult
 
 RunStatus = Literal["running", "finished", "stopped", "interrupted", "failed"]
@@ -145,6 +145,8 @@ class RunState(BaseModel):
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     owner_pid: int | None = None
     owner_host: str | None = None
+    owner_start: str | None = None
+    """The owner's start time (clock ticks since boot), so a recycled pid is not mistaken for it."""
     iteration: int = 0
     stage: str = "starting"
     best: BestSoFar | None = None
@@ -170,6 +172,8 @@ class AttemptRecord(BaseModel):
     arm_key: str | None = None
     seed: int | None = None
     status: str
+    failed_stage: str | None = None
+    """The harness stage that failed (compile, import, smoke, load, run), if one did."""
     reason: str | None = None
     """The loop's verdict when it differs from the sandbox's (e.g. invalid_predictions)."""
     host_score: float | None = None
@@ -204,7 +208,10 @@ class RunStore:
         run_id = run_id or new_run_id()
         store = cls(runs_dir / run_id)
         store.attempts_dir.mkdir(parents=True, exist_ok=False)
-        state = RunState(run_id=run_id, config=config, owner_pid=os.getpid(), owner_host=socket.gethostname())
+        owner = current_owner()
+        state = RunState(
+            run_id=run_id, config=config, owner_pid=owner.pid, owner_host=owner.host, owner_start=owner.start_ticks
+        )
         store.save_state(state)
         return store, state
 

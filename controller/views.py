@@ -60,8 +60,7 @@ def attempts_table(attempts: list[AttemptRecord], title: str = "attempts") -> Ta
         table.add_column(column, overflow="fold")
     for record in attempts:
         result = record.result
-        failed = [e for e in result.events if getattr(e, "kind", "") == "stage" and getattr(e, "state", "") == "failed"]
-        stage = failed[-1].stage if failed else record.kind  # type: ignore[union-attr]
+        stage = record.failed_stage or record.kind
         what = f"{record.slot} {record.module_digest}" if record.slot else (record.arm or "")
         peak = result.usage.peak_memory_bytes
         score = "" if record.host_score is None else f"{record.host_score:.4f} ({record.score_split})"

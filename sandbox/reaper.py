@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox import labels
+from sandbox import labels, owners
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,11 @@ class ReapReport:
 def owner_is_alive(container_labels: dict[str, str]) -> bool:
     """Whether the process that created the container still runs (on this host)."""
     pid_text = container_labels.get(labels.OWNER_PID, "")
-    if not pid_text.isdigit():
-        return False
-    ticks = labels.process_start_ticks(int(pid_text))
-    if ticks is None:
-        return False
-    recorded = container_labels.get(labels.OWNER_START, "")
-    return not recorded or recorded == ticks
+    return owners.owner_is_alive(
+        container_labels.get(labels.OWNER_HOST),
+        int(pid_text) if pid_text.isdigit() else None,
+        container_labels.get(labels.OWNER_START) or None,
+    )
 
 
 def reap_orphans(client: Any, *, run_id: str | None = None) -> ReapReport:

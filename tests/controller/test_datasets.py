@@ -21,8 +21,8 @@ from controller.datasets import resolve_dataset
 from controller.errors import BadInputError
 from controller.plan import Arm, ModuleCode
 from controller.registry import RunConfig, RunStore
-from controller.session import build_loop
 from controller.tasks import load_task
+from controller.wiring import build_loop
 
 
 def write_mnist(root: Path, n_train: int = 120, n_test: int = 40) -> None:

@@ -18,8 +18,8 @@ from controller.agents.base import IterationOutcome
 from controller.agents.offline import OfflineAgent
 from controller.plan import Hypothesis, ModuleCode, Plan, StoppingRules
 from controller.registry import RunConfig, RunStore
-from controller.session import build_loop
 from controller.tasks import Task
+from controller.wiring import build_loop
 from sandbox.backends.docker import DockerSandbox
 
 pytestmark = pytest.mark.docker

@@ -14,8 +14,8 @@ from controller.budget import Budget, IterationLimits
 from controller.loop import LoopContext, ResearchLoop
 from controller.plan import Hypothesis, ModuleCode
 from controller.registry import RunConfig, RunStore
-from controller.session import stage_policies
 from controller.tasks import Task, load_task
+from controller.wiring import stage_policies
 from sandbox.events import ExceptionEvent, Frame, MetricEvent, StageEvent
 from sandbox.results import Status
 from tests.controller.fakes import Canned, FakeSandbox, attempt_calls

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sandbox import labels
+from sandbox import labels, owners
 from sandbox.reaper import owner_is_alive, reap_orphans
 
 pytestmark = pytest.mark.docker
@@ -41,7 +41,7 @@ def _dead_pid() -> int:
 
 def test_orphans_are_removed_and_live_owners_are_kept(docker_client: Any) -> None:
     orphan = _labelled(docker_client, "reap-test", _dead_pid())
-    live = _labelled(docker_client, "reap-test", os.getpid(), labels.process_start_ticks(os.getpid()) or "")
+    live = _labelled(docker_client, "reap-test", os.getpid(), owners.process_start_ticks(os.getpid()) or "")
     recycled = _labelled(docker_client, "reap-test", os.getpid(), "1")  # same pid, other start time
     try:
         report = reap_orphans(docker_client, run_id="reap-test")
@@ -58,10 +58,16 @@ def test_orphans_are_removed_and_live_owners_are_kept(docker_client: Any) -> Non
 
 
 def test_owner_liveness_uses_pid_and_start_time() -> None:
-    me = {labels.OWNER_PID: str(os.getpid()), labels.OWNER_START: labels.process_start_ticks(os.getpid()) or ""}
+    me = {
+        labels.OWNER_HOST: socket.gethostname(),
+        labels.OWNER_PID: str(os.getpid()),
+        labels.OWNER_START: owners.process_start_ticks(os.getpid()) or "",
+    }
     assert owner_is_alive(me)
     assert not owner_is_alive({labels.OWNER_PID: str(_dead_pid())})
     assert not owner_is_alive({labels.OWNER_PID: "garbage"})
+    assert not owner_is_alive({**me, labels.OWNER_START: "1"})  # a recycled pid is not the owner
+    assert not owner_is_alive({**me, labels.OWNER_HOST: "another-host"})
 
 
 def test_sigkill_of_sandbox_exec_then_reap_leaves_nothing(docker_client: Any) -> None:

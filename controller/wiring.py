@@ -5,13 +5,7 @@ The controller never imports docker: the sandbox comes from sandbox.backends by 
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from types import FrameType
+from collections.abc import Callable
 
 from controller.agents.base import Agent
 from controller.budget import Budget, IterationLimits
@@ -85,34 +79,3 @@ def build_loop(
         parallel=config.parallel,
     )
     return ResearchLoop(ctx)
-
-
-def claim(state: RunState) -> None:
-    """Mark this process as the run's owner."""
-    state.owner_pid = os.getpid()
-    state.owner_host = socket.gethostname()
-    state.status = "running"
-
-
-@contextmanager
-def signals_interrupt(loop: ResearchLoop) -> Iterator[None]:
-    """SIGINT/SIGTERM kill the run's containers and unwind it as `interrupted`."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        loop.interrupt()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def owner_alive(state: RunState) -> bool:
-    """Whether the process recorded as the run's owner still runs here."""
-    if state.owner_pid is None or state.owner_host != socket.gethostname():
-        return False
-    if state.owner_pid == os.getpid():
-        return False
-    return Path(f"/proc/{state.owner_pid}").exists()
