@@ -22,11 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from controller.tasks import load_task
+from sandbox.backends import RUNNER_IMAGE
 from sandbox.backends.docker import DockerSandbox
 from sandbox.base import Job
 from sandbox.policy import load_policy
 
-IMAGE = "sandlab-runner:latest"
+IMAGE = RUNNER_IMAGE
 POOL_WARMUP_S = 15.0
 
 

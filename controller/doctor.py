@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import urllib.error
@@ -10,15 +9,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.base import Job
-from sandbox.engine import connect, docker_host
-from sandbox.errors import SandboxError
+from sandbox.backends.docker import EngineHealth, check_container, check_engine, check_images
 from sandbox.gpus import detect_gpus
-from sandbox.images import CONTROLLER, RUNNER, image_state
 from sandbox.limits import GiB, min_free_disk_bytes
-from sandbox.policy import load_policy
 
 AGENT_PROBE_TIMEOUT_S = 5
+DEFAULT_DOCKER_ROOT = "/var/lib/docker"
 
 
 @dataclass(frozen=True)
@@ -37,55 +33,46 @@ def run_checks(
 ) -> list[Check]:
     """Run every check; never raises."""
     checks: list[Check] = []
-    try:
-        client = connect()
-    except SandboxError as exc:
-        checks.append(Check("engine", "fail", str(exc), "start dockerd (`make run` does) or set DOCKER_HOST"))
-        client = None
+    engine = check_engine()
+    if not engine.reachable:
+        checks.append(Check("engine", "fail", engine.error or "", "start dockerd (`make run` does) or set DOCKER_HOST"))
     else:
-        version = client.version().get("Version", "?")
-        checks.append(Check("engine", "ok", f"Docker {version} at {docker_host()}"))
-    if client is not None:
-        specs = [RUNNER, CONTROLLER] if with_controller_image else [RUNNER]
-        for spec in specs:
-            state = image_state(client, spec)
-            if state.current:
-                checks.append(Check(f"image {spec.tag}", "ok", f"current (inputs {state.expected_hash[:12]})"))
-            elif state.present:
-                checks.append(Check(f"image {spec.tag}", "fail", "present but stale", "run `controller images build`"))
-            else:
-                checks.append(Check(f"image {spec.tag}", "fail", "missing", "run `controller images build`"))
-        checks.append(_container_check(client))
-        checks.append(_disk_check(client))
-        checks.append(_gpu_runtime_check(client))
+        checks.append(Check("engine", "ok", f"Docker {engine.version} at {engine.address}"))
+        checks.extend(_image_checks(engine, with_controller_image))
+        checks.append(_container_check(engine))
+        checks.append(_disk_check(engine))
+        checks.append(_gpu_runtime_check(engine))
     checks.append(_gpu_host_check())
     checks.append(_agent_check(agent, base_url))
     return checks
 
 
-def _container_check(client: object) -> Check:
-    from sandbox.backends.docker import DockerSandbox
-
-    try:
-        policy = load_policy("default")
-        result = DockerSandbox(client=client).run(
-            Job(command=["python3", "-c", "import os; print(os.getuid())"], run_id="doctor"), policy
-        )
-    except SandboxError as exc:
-        return Check("sandbox container", "fail", str(exc), "see the engine and image rows")
-    if result.ok and result.stdout.strip() not in {"", "0"}:
-        return Check(
-            "sandbox container",
-            "ok",
-            f"started under policy 'default' as uid {result.stdout.strip()} in {result.duration_s:.1f}s",
-        )
-    return Check("sandbox container", "fail", f"{result.status}: {result.reason}", "run `controller images build`")
+def _image_checks(engine: EngineHealth, with_controller_image: bool) -> list[Check]:
+    rows = []
+    for state in check_images(engine, with_controller=with_controller_image):
+        name = f"image {state.tag}"
+        if state.error is not None:
+            rows.append(Check(name, "fail", f"cannot look it up: {state.error}", "see the engine row; then rerun"))
+        elif state.current:
+            rows.append(Check(name, "ok", f"current (inputs {state.expected_hash[:12]})"))
+        elif state.present:
+            rows.append(Check(name, "fail", "present but stale", "run `controller images build`"))
+        else:
+            rows.append(Check(name, "fail", "missing", "run `controller images build`"))
+    return rows
 
 
-def _disk_check(client: object) -> Check:
-    root = "/var/lib/docker"
-    with contextlib.suppress(Exception):
-        root = client.info().get("DockerRootDir", root)  # type: ignore[attr-defined]
+def _container_check(engine: EngineHealth) -> Check:
+    probe = check_container(engine)
+    if probe.ok:
+        return Check("sandbox container", "ok", probe.detail)
+    if probe.machinery_failed:
+        return Check("sandbox container", "fail", probe.detail, "see the engine and image rows")
+    return Check("sandbox container", "fail", probe.detail, "run `controller images build`")
+
+
+def _disk_check(engine: EngineHealth) -> Check:
+    root = engine.root_dir or DEFAULT_DOCKER_ROOT
     probe = Path(root) if Path(root).exists() else Path.cwd()
     free = shutil.disk_usage(probe).free
     detail = f"{free / GiB:.0f} GiB free at {probe}"
@@ -106,14 +93,10 @@ def _gpu_host_check() -> Check:
     return Check("GPUs (host)", "ok", f"{len(gpus)} visible, driver {gpus[0].driver}: {names}")
 
 
-def _gpu_runtime_check(client: object) -> Check:
-    try:
-        info = client.info()  # type: ignore[attr-defined]
-    except Exception:
+def _gpu_runtime_check(engine: EngineHealth) -> Check:
+    if engine.gpu_runtime is None:
         return Check("GPU runtime", "info", "engine info unavailable")
-    runtimes = set((info.get("Runtimes") or {}).keys())
-    has_cdi = bool(info.get("CDISpecDirs"))
-    if "nvidia" in runtimes or has_cdi:
+    if engine.gpu_runtime:
         return Check("GPU runtime", "ok", "nvidia runtime registered with the engine")
     detail = "no nvidia runtime in the engine (GPU policies will fail)"
     if detect_gpus():

@@ -44,6 +44,23 @@ class Sandbox(ABC):
 
     name: str = "abstract"
 
+    @property
+    def seals_host_files(self) -> bool:
+        """Whether a job cannot read host files beyond what it was given.
+
+        "Given" means its staged workspace and the policy's data mounts. The controller keeps
+        a run folder's private labels (the validation and test labels it scores against)
+        owner-only on the host; metric integrity rests on no job reading them. So the
+        controller refuses to run generated code on a backend that cannot seal them unless
+        the user passed --allow-weaker, and says so.
+
+        False unless a backend overrides it: a sandbox that does not say it seals, does not.
+        Docker seals (a container sees no host path but those it was given). The local
+        backend seals only when it runs jobs as another, unprivileged uid: then owner-only
+        files are out of reach, though world-readable host files are not.
+        """
+        return False
+
     @abstractmethod
     def run(self, job: Job, policy: Policy) -> AttemptResult:
         """Run one job to completion (or to its limits) and return what happened."""

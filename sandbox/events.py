@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -100,23 +101,39 @@ _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 class EventStats(BaseModel):
-    """How many lines were dropped, and why."""
+    """How many lines were accepted, how many were dropped and why."""
 
     model_config = ConfigDict(extra="forbid")
 
     accepted: int = 0
+    accepted_bytes: int = 0
+    """Bytes of the accepted lines, newlines included: what the event budget was charged."""
     malformed: int = 0
     oversized: int = 0
     excess: int = 0
+    """Valid lines dropped past the count limit (`max_events`)."""
+    over_budget: int = 0
+    """Valid lines dropped because they did not fit in the byte budget (the policy's
+    `output_cap`). The reader stops at the budget too, so lines written past it are never
+    read; at least the one that straddles it is counted here."""
 
 
 def parse_events(
-    data: bytes, *, limit: int = max_events, max_line: int = max_event_line_bytes
+    data: bytes,
+    *,
+    limit: int = max_events,
+    max_line: int = max_event_line_bytes,
+    max_total_bytes: int | None = None,
 ) -> tuple[list[Event], EventStats]:
-    """Validate JSON lines; count and drop malformed, oversized and excess ones."""
+    """Validate JSON lines; count and drop malformed, oversized, excess and over-budget ones.
+
+    Memory stays bounded by the budget, not by `data`: lines are sliced one at a time, and
+    a line is parsed only once it is known to fit.
+    """
     events: list[Event] = []
     stats = EventStats()
-    for raw in data.splitlines():
+    budget = max_total_bytes if max_total_bytes is not None else len(data) + 1
+    for raw in _lines(data):
         if not raw.strip():
             continue
         if len(raw) > max_line:
@@ -125,21 +142,48 @@ def parse_events(
         if len(events) >= limit:
             stats.excess += 1
             continue
+        cost = len(raw) + 1  # with its newline, as the bytes were counted when read
+        if stats.accepted_bytes + cost > budget:
+            stats.over_budget += 1
+            continue
         try:
             events.append(_event_adapter.validate_python(json.loads(raw)))
         except (ValueError, ValidationError, RecursionError):
             stats.malformed += 1
+            continue
+        stats.accepted_bytes += cost
     stats.accepted = len(events)
     return events, stats
 
 
-def read_events_file(workspace: Path) -> bytes:
-    """The harness's event lines from a workspace copy: bounded, and never through a symlink."""
+def _lines(data: bytes) -> Iterator[bytes]:
+    """The lines of `data`, one slice at a time (`splitlines` would copy it all at once)."""
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        if end < 0:
+            end = len(data)
+        yield data[start:end].rstrip(b"\r")
+        start = end + 1
+
+
+def read_events_file(workspace: Path, max_bytes: int) -> bytes:
+    """The harness's event lines from a workspace copy, within a byte budget.
+
+    At most `max_bytes`, plus the rest of the line that straddles the budget (itself at most
+    one line's cap), so that line is counted as over budget rather than as malformed.
+    Never read through a symlink.
+    """
     path = workspace / EVENTS_FILE
     if not path.is_file() or path.is_symlink():
         return b""
     with path.open("rb") as fh:
-        return fh.read(max_events * max_event_line_bytes)
+        data = fh.read(max_bytes)
+        if len(data) == max_bytes and not data.endswith(b"\n"):
+            rest = fh.read(max_event_line_bytes + 1)
+            cut = rest.find(b"\n")
+            data += rest if cut < 0 else rest[: cut + 1]
+    return data
 
 
 def last_exception(events: list[Event]) -> ExceptionEvent | None:

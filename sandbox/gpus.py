@@ -9,14 +9,17 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+import structlog
+
 from sandbox.errors import SandboxUnavailableError
+from sandbox.limits import MiB, gpu_sample_interval_s, max_reason_chars, nvidia_smi_timeout_s
 from sandbox.policy import Policy
 
-SAMPLE_INTERVAL_S = 0.5
-NVIDIA_SMI_TIMEOUT_S = 10
+log = structlog.get_logger("sandlab.sandbox")
 
 
 @dataclass(frozen=True)
@@ -29,26 +32,40 @@ class GpuInfo:
     driver: str
 
 
-def detect_gpus() -> list[GpuInfo]:
-    """GPUs visible to this host, or [] when there is no driver."""
+def nvidia_smi_query(fields: Sequence[str], gpu_ids: Sequence[int] = ()) -> list[list[str]] | None:
+    """Rows of `nvidia-smi --query-gpu=FIELDS` (one a GPU, values stripped), for some GPUs or all.
+
+    The one place that runs nvidia-smi. None when it cannot: absent (a CPU host, silently)
+    or failing (logged as a warning, with its reason).
+    """
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return []
+        return None  # a host without the NVIDIA driver: the normal case, not worth a log line
+    cmd = [smi, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"]
+    if gpu_ids:
+        cmd.insert(1, f"--id={','.join(str(i) for i in gpu_ids)}")
     try:
-        text = subprocess.run(
-            [smi, "--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=NVIDIA_SMI_TIMEOUT_S,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
+        text = subprocess.run(cmd, capture_output=True, text=True, timeout=nvidia_smi_timeout_s, check=True).stdout
+    except subprocess.CalledProcessError as exc:
+        stderr = (exc.stderr or "").strip()[:max_reason_chars]
+        log.warning("gpus.nvidia_smi_failed", reason=f"exit {exc.returncode}: {stderr}")
+        return None
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("gpus.nvidia_smi_failed", reason=f"{type(exc).__name__}: {exc}")
+        return None
+    return [[part.strip() for part in line.split(",")] for line in text.strip().splitlines() if line.strip()]
+
+
+def detect_gpus() -> list[GpuInfo]:
+    """GPUs visible to this host, or [] when there is no driver."""
+    rows = nvidia_smi_query(("index", "name", "memory.total", "driver_version")) or []
     gpus = []
-    for line in text.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 4 and parts[0].isdigit():
-            gpus.append(GpuInfo(int(parts[0]), parts[1], int(float(parts[2])), parts[3]))
+    for row in rows:
+        try:
+            if len(row) == 4 and row[0].isdigit():
+                gpus.append(GpuInfo(int(row[0]), row[1], int(float(row[2])), row[3]))
+        except ValueError as exc:
+            log.warning("gpus.unparsable_row", row=row, reason=str(exc))
     return gpus
 
 
@@ -101,30 +118,21 @@ class GpuSampler:
     ) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=NVIDIA_SMI_TIMEOUT_S)
+            self._thread.join(timeout=nvidia_smi_timeout_s)
 
     def _loop(self) -> None:
-        ids = ",".join(str(i) for i in self.gpu_ids)
         while not self._stop.is_set():
-            try:
-                text = subprocess.run(
-                    [
-                        "nvidia-smi",
-                        f"--id={ids}",
-                        "--query-gpu=memory.used,utilization.gpu",
-                        "--format=csv,noheader,nounits",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=NVIDIA_SMI_TIMEOUT_S,
-                    check=True,
-                ).stdout
-            except (OSError, subprocess.SubprocessError):
+            rows = nvidia_smi_query(("memory.used", "utilization.gpu"), self.gpu_ids)
+            if rows is None:
+                log.warning("gpus.sampling_stopped", gpu_ids=self.gpu_ids, reason="nvidia-smi failed (see above)")
                 return
             used = 0
-            for line in text.strip().splitlines():
-                mem, _, util = line.partition(",")
-                used += int(float(mem)) * 1024**2
-                self._util.append(float(util))
+            for row in rows:
+                try:
+                    used += int(float(row[0])) * MiB
+                    self._util.append(float(row[1]))
+                except (ValueError, IndexError) as exc:
+                    # "[N/A]" on some boards (MIG slices, say): skip the sample, keep sampling.
+                    log.debug("gpus.unparsable_sample", row=row, reason=str(exc))
             self.peak_memory_bytes = max(self.peak_memory_bytes or 0, used)
-            self._stop.wait(SAMPLE_INTERVAL_S)
+            self._stop.wait(gpu_sample_interval_s)

@@ -49,6 +49,9 @@ class DataMount(BaseModel):
         if not value.startswith("/"):
             msg = "must be an absolute path such as /data/name"
             raise ValueError(msg)
+        if ".." in value.split("/"):
+            msg = f"{value} must not contain '..'; mount datasets under /data"
+            raise ValueError(msg)
         if value.rstrip("/") in {"", "/workspace", "/tmp", "/proc", "/sys", "/dev"}:
             msg = f"{value} is reserved; mount datasets under /data"
             raise ValueError(msg)
@@ -89,7 +92,8 @@ class Policy(BaseModel):
     workspace_size: ByteSize = ByteSize(512 * MiB)
     """Size cap of the tmpfs workspace; a runaway writer hits ENOSPC, not the host disk."""
     data_mounts: tuple[DataMount, ...] = ()
-    """Read-only datasets: host paths or named volumes."""
+    """Read-only datasets: host paths or named volumes. The local backend stages read-only
+    copies of host paths instead; jobs find a target T at `$SANDLAB_MOUNT_PREFIX` + T."""
 
     @field_validator("user")
     @classmethod

@@ -1,4 +1,8 @@
-"""AttemptResult: what every backend returns for one job, ok or not."""
+"""AttemptResult: what every backend returns for one job, ok or not; and the capped buffers
+that hold a job's stdout and stderr while it runs.
+
+Backends build results in one place, `sandbox.backends.capture`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox.events import Event, EventStats, parse_events
+from sandbox.events import Event, EventStats
 from sandbox.limits import output_head_fraction
 from sandbox.policy import Policy
 
@@ -36,7 +40,11 @@ class Usage(BaseModel):
 
 
 class AttemptResult(BaseModel):
-    """The structured log of one attempt (design.md's contract)."""
+    """The structured log of one attempt, as `controller sandbox exec --json` prints it.
+
+    The README's "The sandbox" section describes it, and "Changes to the design contracts"
+    lists the fields added to the original contract.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -73,48 +81,6 @@ class AttemptResult(BaseModel):
     def ok(self) -> bool:
         """Whether the job succeeded."""
         return self.status is Status.ok
-
-    @classmethod
-    def from_capture(
-        cls,
-        *,
-        status: Status,
-        reason: str,
-        exit_code: int | None,
-        duration_s: float,
-        started_at: datetime,
-        out: CappedBuffer,
-        err: CappedBuffer,
-        events_blob: bytes,
-        usage: Usage,
-        limits: Policy,
-        outputs_dir: Path | None,
-        outputs_skipped: list[str],
-        **backend_fields: object,
-    ) -> AttemptResult:
-        """A finished attempt from what a backend captured: streams, event lines, usage."""
-        events, stats = parse_events(events_blob)
-        return cls.model_validate(
-            {
-                "status": status,
-                "reason": reason,
-                "exit_code": exit_code,
-                "duration_s": duration_s,
-                "started_at": started_at,
-                "stdout": out.text(),
-                "stderr": err.text(),
-                "truncated": out.truncated or err.truncated,
-                "stdout_bytes": out.total,
-                "stderr_bytes": err.total,
-                "events": events,
-                "event_stats": stats,
-                "usage": usage,
-                "limits": limits,
-                "outputs_dir": outputs_dir,
-                "outputs_skipped": outputs_skipped,
-                **backend_fields,
-            }
-        )
 
 
 class CappedBuffer:

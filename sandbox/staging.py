@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from sandbox.limits import max_collect_bytes
+from sandbox.limits import copy_chunk_bytes, max_collect_bytes
 
 RESERVED_DIR = ".sandlab"
 """Workspace folder the harness owns (events); never staged from the host."""
@@ -88,7 +88,7 @@ def extract_outputs(stream: IO[bytes], dest: Path, *, max_bytes: int = max_colle
             # skipped), but refuse one anyway rather than write through it.
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
             with os.fdopen(fd, "wb") as out:
-                while chunk := source.read(1024 * 1024):
+                while chunk := source.read(copy_chunk_bytes):
                     out.write(chunk)
             total += member.size
     return skipped

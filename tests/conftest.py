@@ -8,14 +8,15 @@ from typing import Any
 
 import pytest
 
-from sandbox import labels
+from sandbox.backends import RUNNER_IMAGE
+from sandbox.backends.docker import labels
 
 IN_CI = bool(os.environ.get("CI"))
 
 
 def _engine() -> Any | None:
     try:
-        from sandbox.engine import connect
+        from sandbox.backends.docker import connect
 
         return connect(timeout=10)
     except Exception:
@@ -29,11 +30,11 @@ def docker_client() -> Any:
         if IN_CI:
             pytest.fail("CI is set but the Docker engine is unreachable: docker tests must run in CI")
         pytest.skip("no Docker engine (run `make test` to start one)")
-    from sandbox.images import RUNNER, image_state
+    from sandbox.backends.docker import RUNNER, image_state
 
     state = image_state(client, RUNNER)
     if not state.present:
-        message = "sandlab-runner:latest is missing; run `controller images build`"
+        message = f"{RUNNER_IMAGE} is missing; run `controller images build`"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
@@ -60,7 +61,7 @@ def no_leaked_containers() -> Iterator[None]:
     client = _engine()
     if client is None:
         return
-    from sandbox.reaper import owner_is_alive
+    from sandbox.backends.docker import owner_is_alive
 
     # Other processes on this host (a second suite, a real run) may own live containers;
     # ours, and any orphan, count as leaks.

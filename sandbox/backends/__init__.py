@@ -1,4 +1,15 @@
-"""Sandbox backends, chosen by config rather than by if-chains."""
+"""Sandbox backends, chosen by config rather than by if-chains.
+
+    __init__.py         the configs (a discriminated union on `type`), build_sandbox, RUNNER_IMAGE
+    capture.py          what both backends share: the `timeout -k` argv and the AttemptResult
+    local.py            LocalSandbox: host subprocesses, weaker isolation that says so
+    local_isolation.py  its probes (network namespace, uid drop) and per-job cgroup
+    local_mounts.py     its read-only copies of the policy's data mounts
+    docker/             DockerSandbox and everything else that needs the Docker engine
+
+Nothing in this module imports docker: a backend's modules are imported only when a config
+builds it, so a host without the docker package (or engine) can still use the local one.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.base import Sandbox
 
+RUNNER_IMAGE = "sandlab-runner:latest"
+"""The image jobs run in, by tag; `controller images build` makes it. The one definition."""
+
 
 class DockerBackendConfig(BaseModel):
     """Run jobs in disposable Docker containers (the default, and the only strong isolation)."""
@@ -15,7 +29,7 @@ class DockerBackendConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: Literal["docker"] = "docker"
-    image: str = "sandlab-runner:latest"
+    image: str = RUNNER_IMAGE
     """Image the jobs run in; `controller images build` makes it."""
     pool_size: int = 0
     """Warm containers kept per container shape (torch already imported); 0 disables."""
@@ -44,3 +58,8 @@ class LocalBackendConfig(BaseModel):
 
 
 BackendConfig = Annotated[DockerBackendConfig | LocalBackendConfig, Field(discriminator="type")]
+
+
+def build_sandbox(config: BackendConfig) -> Sandbox:
+    """The backend a config names; only that backend's modules are imported."""
+    return config.build()

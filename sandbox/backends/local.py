@@ -2,40 +2,48 @@
 
 This is weaker isolation and says so loudly. It enforces what a process can be given
 without an engine: its own session and process group, rlimits, a fresh network namespace
-(`unshare -n`) where the kernel allows, an unprivileged uid when started as root, and a
-memory/pids cgroup when one is writable. It cannot give a read-only root filesystem or a
-size-capped workspace; a policy asking for those is refused unless `allow_weaker` is set.
+(`unshare -n`) where the kernel allows, an unprivileged uid when started as root, a
+memory/pids cgroup when one is writable, and read-only copies of the policy's data mounts
+(`local_mounts`). It cannot give a read-only root filesystem or a size-capped workspace; a
+policy asking for those is refused unless `allow_weaker` is set.
+
+Each job gets a private scratch folder: `workspace/` (its files, owned by the job's uid) and
+`mounts/` (the data copies, owned by this process). Its timeout argv and its AttemptResult
+come from `capture`, as docker's do.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import os
 import resource
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
 import threading
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 from typing_extensions import override
 
+from sandbox.backends.capture import Capture, timeout_argv
+from sandbox.backends.local_isolation import (
+    JobCgroup,
+    network_isolation_mode,
+    unprivileged_python_works,
+    unshare_network,
+)
+from sandbox.backends.local_mounts import MOUNT_PREFIX_ENV, stage_mounts, unseal
 from sandbox.base import Job, Sandbox
 from sandbox.classify import classify
 from sandbox.errors import WeakerIsolationError
 from sandbox.events import read_events_file
 from sandbox.gpus import GpuSampler, resolve_gpu_ids
-from sandbox.limits import stream_chunk_bytes
+from sandbox.limits import reader_join_timeout_s, stream_chunk_bytes
 from sandbox.policy import Policy
 from sandbox.results import AttemptResult, CappedBuffer, Usage
 from sandbox.staging import extract_outputs, pack_workspace
@@ -45,119 +53,6 @@ WARNING = (
     "read-only root, no workspace cap and no engine-level isolation. Use Docker wherever "
     "you can."
 )
-_CGROUP_ROOTS = (Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup"))
-
-
-_CLONE_NEWNET = 0x40000000
-
-
-def _unshare_network() -> None:
-    """Move the calling process into a fresh network namespace (only loopback, down)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(_CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
-
-
-def _network_isolation_mode() -> str | None:
-    """'direct' (root: unshare in the child), 'userns' (unshare -rn wrapper), or None."""
-    probes: list[tuple[str, list[str]]] = []
-    if os.geteuid() == 0:
-        probes.append(
-            ("direct", [sys.executable, "-c", "import ctypes; assert ctypes.CDLL(None).unshare(0x40000000) == 0"])
-        )
-    unshare = shutil.which("unshare")
-    if unshare is not None:
-        probes.append(("userns", [unshare, "-rn", "true"]))
-    for mode, cmd in probes:
-        try:
-            if subprocess.run(cmd, capture_output=True, timeout=10, check=False).returncode == 0:
-                return mode
-        except (OSError, subprocess.SubprocessError):
-            continue
-    return None
-
-
-def _unprivileged_python_works(python: str, uid: int = 1000) -> bool:
-    """Whether `python` (and this repo, for the harness) can run after dropping to `uid`."""
-
-    def drop() -> None:
-        os.setgid(uid)
-        os.setuid(uid)
-
-    repo_root = str(Path(__file__).resolve().parents[2])
-    try:
-        probe = subprocess.run(
-            [python, "-c", "import sandbox.harness"],
-            env={"PYTHONPATH": repo_root},
-            capture_output=True,
-            timeout=30,
-            preexec_fn=drop,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return probe.returncode == 0
-
-
-class _Cgroup:
-    """A memory (+pids) cgroup for one job, when the host lets us create one (root)."""
-
-    def __init__(self, policy: Policy) -> None:
-        self.path: Path | None = None
-        self.v2 = False
-        name = f"sandlab-{uuid.uuid4().hex[:12]}"
-        for root in _CGROUP_ROOTS:
-            try:
-                if root.name == "memory" and (root / "memory.limit_in_bytes").exists():
-                    path = root / name
-                    path.mkdir()
-                    (path / "memory.limit_in_bytes").write_text(str(int(policy.memory)))
-                    with_swap = path / "memory.memsw.limit_in_bytes"
-                    if with_swap.exists():
-                        with_swap.write_text(str(int(policy.memory)))
-                    self.path = path
-                    return
-                if (root / "cgroup.controllers").exists():
-                    path = root / name
-                    path.mkdir()
-                    (path / "memory.max").write_text(str(int(policy.memory)))
-                    (path / "memory.swap.max").write_text("0")
-                    (path / "pids.max").write_text(str(policy.pids))
-                    self.path, self.v2 = path, True
-                    return
-            except OSError:
-                continue
-
-    def add_self(self) -> None:
-        """Called in the child before exec: move it into the cgroup."""
-        if self.path is not None:
-            (self.path / "cgroup.procs").write_text(str(os.getpid()))
-
-    def read(self) -> tuple[int | None, int]:
-        """Peak memory and OOM kills."""
-        if self.path is None:
-            return None, 0
-        try:
-            if self.v2:
-                peak_file = self.path / "memory.peak"
-                peak = int(peak_file.read_text()) if peak_file.exists() else None
-                events = (self.path / "memory.events").read_text()
-            else:
-                peak = int((self.path / "memory.max_usage_in_bytes").read_text())
-                events = (self.path / "memory.oom_control").read_text()
-        except (OSError, ValueError):
-            return None, 0
-        kills = 0
-        for line in events.splitlines():
-            if line.startswith("oom_kill "):
-                kills = int(line.split()[1])
-        return peak, kills
-
-    def remove(self) -> None:
-        if self.path is not None:
-            with contextlib.suppress(OSError):
-                self.path.rmdir()
 
 
 class LocalSandbox(Sandbox):
@@ -168,10 +63,10 @@ class LocalSandbox(Sandbox):
     def __init__(self, *, allow_weaker: bool = False, python: str | None = None) -> None:
         self.allow_weaker = allow_weaker
         self.python = python or sys.executable
-        self._netns_mode = _network_isolation_mode()
+        self._netns_mode = network_isolation_mode()
         self._netns = self._netns_mode is not None
         self._is_root = os.geteuid() == 0
-        self._can_drop = self._is_root and _unprivileged_python_works(self.python)
+        self._can_drop = self._is_root and unprivileged_python_works(self.python)
         self._active: set[int] = set()
         self._lock = threading.Lock()
         print(WARNING, file=sys.stderr)
@@ -187,9 +82,21 @@ class LocalSandbox(Sandbox):
         if not self._can_drop:
             why = "the interpreter is not usable by that uid" if self._is_root else "not root"
             gaps.append(f"user {policy.user} ({why}, so the job runs as uid {os.getuid()})")
-        if policy.data_mounts:
-            gaps.append("data_mounts (datasets are read at their host paths, not read-only)")
+        if any(m.type == "volume" for m in policy.data_mounts):
+            gaps.append("data_mounts of type volume (named volumes need the docker engine; they are skipped)")
+        if any(m.type == "bind" for m in policy.data_mounts) and not self._can_drop:
+            gaps.append("data_mounts (copies are not read-only to the job: it runs as their owner)")
         return gaps
+
+    @property
+    @override
+    def seals_host_files(self) -> bool:
+        """True only when jobs run as another, unprivileged uid (this process is root).
+
+        Then files this process keeps owner-only are out of the job's reach; world-readable
+        host files still are not. Running as this process's own uid, a job reads all it can.
+        """
+        return self._can_drop
 
     def check_policy(self, policy: Policy) -> None:
         """Raise WeakerIsolationError when the policy cannot be honoured and that is not allowed."""
@@ -204,56 +111,74 @@ class LocalSandbox(Sandbox):
     @override
     def run(self, job: Job, policy: Policy) -> AttemptResult:
         self.check_policy(policy)
-        started_at = datetime.now(UTC)
-        t0 = time.monotonic()
-        out, err = CappedBuffer(int(policy.output_cap)), CappedBuffer(int(policy.output_cap))
-        with tempfile.TemporaryDirectory(prefix="sandlab-local-") as scratch:
-            workspace = Path(scratch) / "workspace"
-            workspace.mkdir()
+        capture = Capture(policy, backend=self.name)
+        with tempfile.TemporaryDirectory(prefix="sandlab-local-") as scratch_dir:
+            scratch = Path(scratch_dir)
             uid, _, gid = policy.user.partition(":")
             run_uid = int(uid) if self._can_drop else os.getuid()
             run_gid = int(gid or uid) if self._can_drop else os.getgid()
+            if self._can_drop:
+                # Traversable, not listable: the job (another uid) reaches its workspace and
+                # the mount copies by absolute path, and lists neither this folder nor others.
+                scratch.chmod(0o711)
+            workspace = scratch / "workspace"
+            workspace.mkdir()
             payload = pack_workspace(job.workspace, job.files, run_uid, run_gid)
             extract_outputs(io.BytesIO(payload), workspace)
             if self._can_drop:
                 for path in [workspace, *workspace.rglob("*")]:
                     os.chown(path, run_uid, run_gid, follow_symlinks=False)
-            cgroup = _Cgroup(policy)
             try:
-                gpu_ids = resolve_gpu_ids(policy)
-                with GpuSampler(gpu_ids) as gpu:
-                    exit_code, deadline_hit, elapsed, rusage_peak = self._spawn(
-                        job, policy, workspace, gpu_ids, cgroup, run_uid, run_gid, out, err
-                    )
-                peak, oom_kills = cgroup.read()
+                mounts = stage_mounts(policy, scratch)
+            except (OSError, ValueError) as exc:
+                reason = f"cannot stage the policy's data mounts ({exc}); fix data_mounts or fetch the data"
+                return capture.infra_error(reason)
+            try:
+                return self._run_staged(job, policy, capture, workspace, mounts, run_uid, run_gid)
             finally:
-                cgroup.remove()
-            usage = Usage(
-                peak_memory_bytes=peak if peak is not None else rusage_peak,
-                cpu_s=None,
-                gpu_peak_memory_bytes=gpu.peak_memory_bytes,
-                gpu_utilization_pct=gpu.mean_utilization_pct,
-            )
-            skipped: list[str] = []
-            if job.outputs_dir is not None:
-                skipped = extract_outputs(_tar_of(workspace), job.outputs_dir)
-            blob = read_events_file(workspace)
+                if mounts is not None:
+                    unseal(mounts)
+
+    def _run_staged(
+        self,
+        job: Job,
+        policy: Policy,
+        capture: Capture,
+        workspace: Path,
+        mounts: Path | None,
+        run_uid: int,
+        run_gid: int,
+    ) -> AttemptResult:
+        cgroup = JobCgroup(policy)
+        try:
+            gpu_ids = resolve_gpu_ids(policy)
+            extra_env = {MOUNT_PREFIX_ENV: str(mounts)} if mounts is not None else {}
+            with GpuSampler(gpu_ids) as gpu:
+                exit_code, deadline_hit, elapsed, rusage_peak = self._spawn(
+                    job, policy, workspace, gpu_ids, cgroup, run_uid, run_gid, capture, extra_env
+                )
+            peak, oom_kills = cgroup.read()
+        finally:
+            cgroup.remove()
+        usage = Usage(
+            peak_memory_bytes=peak if peak is not None else rusage_peak,
+            cpu_s=None,
+            gpu_peak_memory_bytes=gpu.peak_memory_bytes,
+            gpu_utilization_pct=gpu.mean_utilization_pct,
+        )
+        skipped: list[str] = []
+        if job.outputs_dir is not None:
+            skipped = extract_outputs(_tar_of(workspace), job.outputs_dir)
+        blob = read_events_file(workspace, int(policy.output_cap))
         status, reason = classify(exit_code, elapsed, policy, oom_killed=oom_kills > 0, host_deadline_hit=deadline_hit)
-        return AttemptResult.from_capture(
+        return capture.result(
             status=status,
             reason=reason,
             exit_code=exit_code,
-            duration_s=time.monotonic() - t0,
-            started_at=started_at,
-            out=out,
-            err=err,
             events_blob=blob,
             usage=usage,
-            limits=policy,
             outputs_dir=job.outputs_dir,
             outputs_skipped=skipped,
-            backend="local",
-            host=socket.gethostname(),
         )
 
     def _spawn(
@@ -262,15 +187,13 @@ class LocalSandbox(Sandbox):
         policy: Policy,
         workspace: Path,
         gpu_ids: list[int],
-        cgroup: _Cgroup,
+        cgroup: JobCgroup,
         uid: int,
         gid: int,
-        out: CappedBuffer,
-        err: CappedBuffer,
+        capture: Capture,
+        extra_env: dict[str, str],
     ) -> tuple[int | None, bool, float, int | None]:
-        argv = ["timeout", "-k", f"{policy.kill_grace:g}s", f"{policy.timeout:g}s", *job.command]
-        if argv[4] in {"python3", "python"}:
-            argv[4] = self.python
+        argv = timeout_argv(job.command, policy, interpreter=self.python)
         isolate_net = policy.network == "none" and self._netns_mode == "direct"
         if policy.network == "none" and self._netns_mode == "userns":
             argv = ["unshare", "-rn", "--", *argv]
@@ -283,6 +206,7 @@ class LocalSandbox(Sandbox):
             "PYTHONUNBUFFERED": "1",
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpu_ids),
             **job.env,
+            **extra_env,
         }
         memory, pids = int(policy.memory), policy.pids
         use_rlimit_as = cgroup.path is None and not gpu_ids
@@ -291,7 +215,7 @@ class LocalSandbox(Sandbox):
         def in_child() -> None:
             cgroup.add_self()
             if isolate_net:
-                _unshare_network()
+                unshare_network()
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             resource.setrlimit(resource.RLIMIT_FSIZE, (int(policy.workspace_size),) * 2)
             if use_rlimit_as:
@@ -318,8 +242,8 @@ class LocalSandbox(Sandbox):
         with self._lock:
             self._active.add(proc.pid)
         readers = [
-            threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True),
-            threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stdout, capture.out), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stderr, capture.err), daemon=True),
         ]
         for reader in readers:
             reader.start()
@@ -336,7 +260,7 @@ class LocalSandbox(Sandbox):
                 self._active.discard(proc.pid)
         elapsed = time.monotonic() - t0
         for reader in readers:
-            reader.join(timeout=5)
+            reader.join(timeout=reader_join_timeout_s)
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         return (None if deadline_hit else proc.returncode), deadline_hit, elapsed, peak_kib * 1024
 

@@ -1,7 +1,11 @@
 """Harness entry point: `python3 -m sandbox.harness guard|run ...`.
 
-guard  py_compile, then import, then a smoke call of the module's entry point on a tiny
-       input. Each stage is its own event, so the repair loop knows which one failed.
+guard  load the (trusted) smoke check, then compile, import and smoke-test the module's
+       entry point on a tiny input. The check is resolved before the untrusted import, so
+       the module cannot replace it; what the check observed (shapes, dtypes) is written to
+       out/smoke.json for the host to verify. Each stage is its own event, so the repair
+       loop knows which one failed. This is a bug filter, not a security boundary: the
+       module runs in the same process and could still forge the file.
 run    call a job function with a JSON config; it reports metrics through the emitter.
 
 Exit status: 0 when every stage passed, 1 when one failed (the events say which).
@@ -71,9 +75,13 @@ def _resolve(target: str) -> Callable[..., Any]:
     return func  # type: ignore[no-any-return]
 
 
+SMOKE_OUTPUT = "out/smoke.json"
+
+
 def guard(args: argparse.Namespace, emitter: Emitter) -> None:
-    """Compile, import and smoke-test one generated module."""
+    """Load the smoke check, then compile, import and smoke-test one generated module."""
     path = (args.workspace / args.module).resolve()
+    check = _run_stage(emitter, "load", lambda: _resolve(args.smoke)) if args.smoke else None
     _run_stage(emitter, "compile", lambda: _compile(path))
     module = _run_stage(emitter, "import", lambda: _import_file(path))
 
@@ -82,9 +90,12 @@ def guard(args: argparse.Namespace, emitter: Emitter) -> None:
         if entry is None:
             msg = f"{args.module} defines no {args.entry!r}; the slot requires it"
             raise AttributeError(msg)
-        if args.smoke:
-            return _resolve(args.smoke)(entry)
-        return entry() if callable(entry) else entry
+        observed = check(entry) if check is not None else (entry() if callable(entry) else entry)
+        if isinstance(observed, dict):
+            target = args.workspace / SMOKE_OUTPUT
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(observed))
+        return observed
 
     _run_stage(emitter, "smoke", smoke)
 

@@ -174,3 +174,66 @@ def test_local_backend_refuses_what_it_cannot_enforce_unless_allowed() -> None:
     permissive_policy = small(read_only_rootfs=False)
     gaps = strict.unenforced(permissive_policy)
     assert all("read_only_rootfs" not in gap for gap in gaps)
+
+
+_READ_MOUNT = """
+import os
+path = os.environ.get("SANDLAB_MOUNT_PREFIX", "") + "/data/probe/answer.txt"
+print(open(path).read())
+for target in (path, os.path.dirname(path) + "/new.txt"):
+    try:
+        with open(target, "w") as fh:
+            fh.write("tampered")
+        print("WROTE")
+    except OSError as exc:
+        print("refused", type(exc).__name__)
+"""
+
+
+def test_a_data_mount_is_readable_at_its_target_and_read_only(sandbox: Sandbox, tmp_path: Path) -> None:
+    data = tmp_path / "probe"
+    data.mkdir()
+    (data / "answer.txt").write_text("42")
+    policy = small(data_mounts=[{"source": str(data), "target": "/data/probe"}])
+    result = sandbox.run(Job(command=[PY, "-c", _READ_MOUNT]), policy)
+    assert result.status is Status.ok, (result.reason, result.stderr)
+    lines = result.stdout.split("\n")
+    assert lines[0] == "42"
+    if isinstance(sandbox, LocalSandbox) and not sandbox.seals_host_files:
+        # The job runs as the copies' owner (or root): it may write them, and the backend
+        # must say so rather than pretend. Either way the host's dataset is untouched.
+        assert any("not read-only to the job" in gap for gap in sandbox.unenforced(policy))
+    else:
+        assert lines[1].startswith("refused") and lines[2].startswith("refused"), result.stdout
+    assert (data / "answer.txt").read_text() == "42" and sorted(p.name for p in data.iterdir()) == ["answer.txt"]
+
+
+_EVENT_FLOOD = """
+import json, os
+frames = [{"file": "gen/m.py", "line": n, "function": "f" * 100, "source": "x" * 240, "generated": True}
+          for n in range(115)]
+line = json.dumps({"kind": "exception", "type": "E", "message": "m" * 8000, "frames": frames}) + "\\n"
+os.makedirs(".sandlab", exist_ok=True)
+with open(".sandlab/events.jsonl", "w") as fh:
+    for _ in range(300):
+        fh.write(line)
+print(len(line))
+"""
+
+
+def test_a_flood_of_valid_events_is_held_to_the_output_cap(sandbox: Sandbox) -> None:
+    cap = 256 * 1024
+    result = sandbox.run(Job(command=[PY, "-c", _EVENT_FLOOD]), small(output_cap=cap))
+    assert result.status is Status.ok, result.stderr
+    line = int(result.stdout)
+    assert len(result.events) == cap // line and all(isinstance(e, ExceptionEvent) for e in result.events)
+    stats = result.event_stats
+    assert stats.accepted_bytes <= cap and stats.over_budget >= 1 and stats.malformed == 0
+
+
+def test_a_data_mount_whose_source_is_missing_is_an_infra_error(sandbox: Sandbox, tmp_path: Path) -> None:
+    missing = tmp_path / "not-downloaded"
+    policy = small(data_mounts=[{"source": str(missing), "target": "/data/probe"}])
+    result = sandbox.run(Job(command=[PY, "-c", "print('ran')"]), policy)
+    assert result.status is Status.infra_error and result.exit_code is None
+    assert str(missing) in (result.reason or "") and "ran" not in result.stdout

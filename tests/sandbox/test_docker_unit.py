@@ -1,12 +1,19 @@
 """DockerSandbox at the kwargs level, with a fake client: no engine needed."""
 
+import socket
+import time
 from pathlib import Path
 
-from sandbox.backends.docker import DockerSandbox, container_kwargs, job_command
+from docker.errors import NotFound
+from structlog.testing import capture_logs
+
+from sandbox.backends.docker import DockerSandbox, labels, reap_orphans
+from sandbox.backends.docker.container import container_kwargs, job_command
+from sandbox.backends.docker.pool import WarmPool
 from sandbox.base import Job
 from sandbox.policy import DataMount, Policy, load_policy
 from sandbox.results import Status
-from tests.sandbox.fake_docker import FakeDockerClient
+from tests.sandbox.fake_docker import FakeAPIError, FakeDockerClient, FakeListedContainer
 
 OWNER = {"sandlab.run": "r1", "sandlab.attempt": "0001", "sandlab.owner_pid": "42", "sandlab.owner_host": "h"}
 
@@ -74,3 +81,108 @@ def test_container_is_removed_even_when_the_engine_fails_mid_attempt(tmp_path: P
     created = client.api.created[0]
     assert created["host_config"]["read_only"] is True and created["host_config"]["cap_drop"] == ["ALL"]
     assert created["user"] == "1000:1000" and created["labels"]["sandlab.run"] == "adhoc"
+
+
+def test_a_container_that_fails_to_start_is_removed_not_leaked() -> None:
+    client = FakeDockerClient()
+    client.api.fail_start = True
+    result = DockerSandbox(client=client).run(Job(command=["true"]), Policy())
+    assert result.status is Status.infra_error and "cannot start" in (result.reason or "")
+    assert client.api.removed == ["c0"]
+
+
+def test_infra_error_keeps_the_shared_result_fields() -> None:
+    client = FakeDockerClient()
+    client.api.fail_create = True
+    result = DockerSandbox(client=client).run(Job(command=["true"]), Policy())
+    assert result.backend == "docker" and result.image == "sandlab-runner:latest"
+    assert result.exit_code is None and result.host and result.limits == Policy()
+    assert result.stdout_bytes == 0 and result.events == []
+
+
+def test_a_failed_remove_is_logged_with_its_reason() -> None:
+    client = FakeDockerClient()
+    client.api.fail_remove = FakeAPIError("device or resource busy")
+    sandbox = DockerSandbox(client=client)
+    with capture_logs() as logs:
+        sandbox._remove("c9")
+    assert [(e["event"], e["log_level"]) for e in logs] == [("docker.remove_failed", "warning")]
+    assert "device or resource busy" in logs[0]["reason"] and logs[0]["container_id"] == "c9"
+
+
+def test_removing_an_already_gone_container_is_only_debug() -> None:
+    client = FakeDockerClient()
+    client.api.fail_remove = NotFound("No such container: c9")
+    with capture_logs() as logs:
+        DockerSandbox(client=client)._remove("c9")
+    assert [(e["event"], e["log_level"]) for e in logs] == [("docker.remove_already_gone", "debug")]
+
+
+def test_a_failed_kill_is_logged_with_its_reason() -> None:
+    client = FakeDockerClient()
+    client.api.fail_kill = FakeAPIError("engine hung up")
+    with capture_logs() as logs:
+        DockerSandbox(client=client)._kill("c3")
+    assert logs[0]["event"] == "docker.kill_failed" and "engine hung up" in logs[0]["reason"]
+
+
+def test_an_image_id_the_engine_cannot_give_is_logged_and_looked_up_again() -> None:
+    client = FakeDockerClient()
+    client.api.fail_inspect_image = FakeAPIError("timeout")
+    sandbox = DockerSandbox(client=client)
+    with capture_logs() as logs:
+        assert sandbox.image_id() is None
+    assert logs[0]["event"] == "docker.image_id_failed" and "timeout" in logs[0]["reason"]
+    client.api.fail_inspect_image = None
+    assert sandbox.image_id() == "sha256:feed"
+
+
+def test_docker_seals_host_files() -> None:
+    assert DockerSandbox(client=FakeDockerClient()).seals_host_files is True
+
+
+def test_a_pool_that_cannot_fill_logs_why_and_hands_out_nothing() -> None:
+    def create(policy: Policy, gpu_ids: list[int], command: list[str], run_id: str) -> str:
+        raise FakeAPIError("out of pids")
+
+    with capture_logs() as logs, WarmPool(create, lambda cid: None, size=1) as pool:
+        assert pool.take(Policy(), []) is None
+        deadline = time.monotonic() + 5
+        while not logs and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert logs[0]["event"] == "pool.fill_failed" and "out of pids" in logs[0]["reason"]
+
+
+def test_a_pool_remove_failure_on_close_is_logged() -> None:
+    def remove(container_id: str) -> None:
+        raise FakeAPIError("engine gone")
+
+    pool = WarmPool(lambda *args: "w1", remove, size=1)
+    pool._ready["k"] = ["w1"]
+    with capture_logs() as logs:
+        pool.close()
+    assert [e["event"] for e in logs] == ["pool.remove_failed"] and logs[0]["container_id"] == "w1"
+
+
+def _orphan(short_id: str, fail: Exception | None = None) -> FakeListedContainer:
+    dead = {labels.OWNER_HOST: socket.gethostname(), labels.OWNER_PID: "999999999", labels.ATTEMPT: "0001"}
+    return FakeListedContainer(short_id, dead, fail_remove=fail)
+
+
+def test_the_reaper_reports_and_logs_an_orphan_it_could_not_remove() -> None:
+    client = FakeDockerClient()
+    client.containers.listed = [_orphan("a1"), _orphan("b2", FakeAPIError("removal in progress"))]
+    with capture_logs() as logs:
+        report = reap_orphans(client)
+    assert report.removed == ["a1"] and report.failed == ["b2"]
+    assert [(e["event"], e["log_level"]) for e in logs] == [("reaper.remove_failed", "warning")]
+    assert "removal in progress" in logs[0]["reason"]
+
+
+def test_the_reaper_treats_an_orphan_already_gone_as_neither_removed_nor_failed() -> None:
+    client = FakeDockerClient()
+    client.containers.listed = [_orphan("c3", NotFound("No such container"))]
+    with capture_logs() as logs:
+        report = reap_orphans(client)
+    assert report.removed == [] and report.failed == []
+    assert [(e["event"], e["log_level"]) for e in logs] == [("reaper.already_gone", "debug")]

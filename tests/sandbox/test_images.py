@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.images import CONTROLLER, RUNNER, ImageSpec, build_all, image_state
+from sandbox.backends.docker import CONTROLLER, RUNNER, ImageSpec, build_all, image_state
 
 
 def test_inputs_hash_changes_with_any_input(tmp_path: Path) -> None:

@@ -12,15 +12,16 @@ from typing import Any
 
 import pytest
 
-from sandbox import labels, owners
-from sandbox.reaper import owner_is_alive, reap_orphans
+from sandbox import owners
+from sandbox.backends import RUNNER_IMAGE
+from sandbox.backends.docker import labels, owner_is_alive, reap_orphans
 
 pytestmark = pytest.mark.docker
 
 
 def _labelled(client: Any, run_id: str, pid: int, start: str = "") -> Any:
     return client.containers.create(
-        "sandlab-runner:latest",
+        RUNNER_IMAGE,
         ["sleep", "infinity"],
         network_mode="none",
         labels={

@@ -7,12 +7,18 @@ recycled pid). Containers owned by another host are never touched.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox import labels, owners
+import structlog
+from docker.errors import NotFound
+
+from sandbox import owners
+from sandbox.backends.docker import labels
+from sandbox.backends.docker.engine import engine_error_text
+
+log = structlog.get_logger("sandlab.sandbox")
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,8 @@ class ReapReport:
     removed: list[str]
     kept_live_owner: int
     kept_other_host: int
+    failed: list[str] = field(default_factory=list)
+    """Orphans the engine refused to remove (each logged as `reaper.remove_failed`)."""
 
 
 def owner_is_alive(container_labels: dict[str, str]) -> bool:
@@ -41,6 +49,7 @@ def reap_orphans(client: Any, *, run_id: str | None = None) -> ReapReport:
         filters["label"].append(f"{labels.RUN}={run_id}")
     host = socket.gethostname()
     removed: list[str] = []
+    failed: list[str] = []
     live = other = 0
     for container in client.containers.list(all=True, filters=filters):
         container_labels = container.labels or {}
@@ -50,7 +59,15 @@ def reap_orphans(client: Any, *, run_id: str | None = None) -> ReapReport:
         if owner_is_alive(container_labels):
             live += 1
             continue
-        with contextlib.suppress(Exception):
+        try:
             container.remove(force=True, v=True)
-            removed.append(container.short_id)
-    return ReapReport(removed=removed, kept_live_owner=live, kept_other_host=other)
+        except NotFound:
+            # Gone between the listing and now (its owner's own `finally`, say): fine.
+            log.debug("reaper.already_gone", container_id=container.short_id)
+            continue
+        except Exception as exc:
+            log.warning("reaper.remove_failed", container_id=container.short_id, reason=engine_error_text(exc))
+            failed.append(container.short_id)
+            continue
+        removed.append(container.short_id)
+    return ReapReport(removed=removed, kept_live_owner=live, kept_other_host=other, failed=failed)

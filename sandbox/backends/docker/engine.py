@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from sandbox.errors import SandboxUnavailableError
-from sandbox.limits import engine_call_timeout_s
+from sandbox.limits import engine_call_timeout_s, max_reason_chars
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
@@ -33,3 +33,9 @@ def connect(timeout: int = engine_call_timeout_s) -> Any:
         )
         raise SandboxUnavailableError(msg) from exc
     return client
+
+
+def engine_error_text(exc: BaseException) -> str:
+    """An engine exception as one short line for logs and reasons: its type and first line."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0][:max_reason_chars] if lines else ''}"

@@ -1,4 +1,4 @@
-"""A pool of pre-started containers whose interpreter has already imported torch.
+"""A pool of pre-started containers whose interpreter has already imported torch (docker only).
 
 Each container is still used for exactly one job: the pool only moves the cost of
 `docker create/start` and of `import torch` off the critical path, by paying it ahead of
@@ -8,12 +8,16 @@ minus its timeout, which is applied per job by `timeout -k`, and the GPU ids).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+
+from sandbox.backends.docker.engine import engine_error_text
 from sandbox.policy import Policy
+
+log = structlog.get_logger("sandlab.sandbox")
 
 DEFAULT_PRELOAD = ("torch", "numpy")
 WARM_COMMAND = ["python3", "-m", "sandbox.harness.warm"]
@@ -68,7 +72,9 @@ class WarmPool:
         container_id: str | None = None
         try:
             container_id = self._create(policy, gpu_ids, warm_command(self.preload), run_id)
-        except Exception:
+        except Exception as exc:
+            # The pool is an optimisation: a job that finds it empty gets a cold container.
+            log.warning("pool.fill_failed", run_id=run_id, reason=engine_error_text(exc))
             container_id = None
         with self._lock:
             self._filling[key] -= 1
@@ -76,7 +82,7 @@ class WarmPool:
                 self._ready[key].append(container_id)
                 container_id = None
         if container_id is not None:
-            self._remove(container_id)
+            self._discard(container_id)
 
     def close(self) -> None:
         """Remove every idle pooled container."""
@@ -85,8 +91,14 @@ class WarmPool:
             idle = [c for ids in self._ready.values() for c in ids]
             self._ready.clear()
         for container_id in idle:
-            with contextlib.suppress(Exception):
-                self._remove(container_id)
+            self._discard(container_id)
+
+    def _discard(self, container_id: str) -> None:
+        try:
+            self._remove(container_id)
+        except Exception as exc:
+            # The container keeps its owner labels: the reaper removes it once we are gone.
+            log.warning("pool.remove_failed", container_id=container_id, reason=engine_error_text(exc))
 
     def __enter__(self) -> WarmPool:
         return self

@@ -1,5 +1,9 @@
 """DockerSandbox: one disposable, locked-down container per attempt.
 
+This is `sandbox.backends.docker.sandbox`; its neighbours in the package hold the rest of
+what needs the engine: `engine` (connecting), `labels` and `reaper` (ownership), `pool`
+(warm containers), `images` (building them) and `health` (what `controller doctor` checks).
+
 Lifecycle of an attempt (each step is one method below):
  1. create a labelled container whose PID 1 only idles (`sleep infinity`), with a
     size-capped tmpfs workspace, a read-only root, no network and no capabilities;
@@ -7,123 +11,60 @@ Lifecycle of an attempt (each step is one method below):
     tmpfs mounts, and a tar copy never follows a host symlink);
  3. exec the job under `timeout -k`, streaming stdout/stderr into capped buffers, while a
     host timer kills the container if the in-container timeout fails;
- 4. read usage (engine stats, then the cgroup files), kill leftover processes;
- 5. copy the workspace back as a tar stream, skipping links;
- 6. remove the container, always, in `finally`.
+ 4. in one more exec, kill leftover processes, read the cgroup's own accounting (peak
+    memory, CPU, OOM kills) and copy the workspace back as a tar stream, skipping links;
+ 5. remove the container, always, in `finally`.
+The container's shape and the exec scripts are pure, in `container.py`; the result is built
+by `sandbox.backends.capture`, as the local backend's is.
 The workspace outlives the job because PID 1 is not the job: that is why outputs can be
 read back from a tmpfs that the host disk never backs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+from docker.errors import APIError, NotFound
 from docker.utils.socket import STDOUT, frames_iter
 from typing_extensions import override
 
-from sandbox import labels
+from sandbox.backends import RUNNER_IMAGE
+from sandbox.backends.capture import Capture
+from sandbox.backends.docker import labels
+from sandbox.backends.docker.container import (
+    CONTAINER_ARGS,
+    FINISH_SCRIPT,
+    STAGE_SCRIPT,
+    STAGING_FAILED,
+    container_kwargs,
+    job_command,
+    parse_probe,
+)
+from sandbox.backends.docker.engine import connect, engine_error_text
+from sandbox.backends.docker.pool import DEFAULT_PRELOAD, WarmPool
 from sandbox.base import WORKSPACE, Job, Sandbox
 from sandbox.classify import classify
-from sandbox.engine import connect
 from sandbox.events import read_events_file
 from sandbox.gpus import GpuSampler, resolve_gpu_ids
-from sandbox.limits import max_collect_bytes
+from sandbox.limits import (
+    finish_pause_s,
+    finish_tries,
+    max_collect_bytes,
+    probe_output_cap,
+    spool_in_memory_bytes,
+)
 from sandbox.policy import Policy
-from sandbox.pool import DEFAULT_PRELOAD, WarmPool
-from sandbox.results import AttemptResult, CappedBuffer, Status, Usage
+from sandbox.results import AttemptResult, CappedBuffer, Usage
 from sandbox.staging import extract_outputs, pack_workspace
 
-IDLE_COMMAND = ["sleep", "infinity"]
-_CONTAINER_ARGS = ("image", "command", "labels", "user", "working_dir", "environment", "hostname")
-"""container_kwargs keys that belong to the container; the rest form its host config."""
-WARM_CLIENT = ["python3", "-m", "sandbox.harness.client", "--"]
-
-# Run after the job, as the job's user. First kill whatever the job left behind (a
-# daemonized grandchild, say) so the workspace stops changing; then print the cgroup's own
-# accounting on stderr (the files are mounted read-only: the job cannot forge them); then
-# stream the workspace out as a tar on stdout. PID 1 survives `kill -1`: the kernel never
-# delivers SIGKILL to a namespace's init from inside it.
-_FINISH_SCRIPT = r"""
-kill -9 -1 2>/dev/null
-m=/sys/fs/cgroup/memory
-{
-if [ -r $m/memory.max_usage_in_bytes ]; then
-  echo "peak_memory_bytes $(cat $m/memory.max_usage_in_bytes)"
-  grep '^oom_kill ' $m/memory.oom_control
-  echo "cpu_ns $(cat /sys/fs/cgroup/cpuacct/cpuacct.usage 2>/dev/null || echo 0)"
-elif [ -r /sys/fs/cgroup/memory.events ]; then
-  [ -r /sys/fs/cgroup/memory.peak ] && echo "peak_memory_bytes $(cat /sys/fs/cgroup/memory.peak)"
-  grep '^oom_kill ' /sys/fs/cgroup/memory.events
-  grep '^usage_usec ' /sys/fs/cgroup/cpu.stat
-fi
-} >&2
-exec tar -c -f - -C "$0" .
-"""
-_FINISH_TRIES = 10
-_FINISH_PAUSE_S = 0.3
-_PROBE_OUTPUT_CAP = 64 * 1024
-_SPOOL_IN_MEMORY = 32 * 1024**2
-_STAGING_FAILED = 125
-
-
-def container_kwargs(job: Job, policy: Policy, image: str, gpu_ids: list[int], owner: dict[str, str]) -> dict[str, Any]:
-    """The keyword arguments for `containers.create`; a pure function, unit-tested."""
-    from docker.types import DeviceRequest, Mount, Ulimit
-
-    uid, _, gid = policy.user.partition(":")
-    gid = gid or uid
-    env = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", **job.env}
-    device_requests = []
-    if gpu_ids:
-        ids = [str(i) for i in gpu_ids]
-        device_requests.append(DeviceRequest(driver="nvidia", device_ids=ids, capabilities=[["gpu", "utility"]]))
-        # The runtime renumbers the granted devices from 0 inside the container.
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(ids)))
-        env["NVIDIA_VISIBLE_DEVICES"] = ",".join(ids)
-    return {
-        "image": image,
-        "command": IDLE_COMMAND,
-        "detach": True,
-        "labels": owner,
-        "user": policy.user,
-        "working_dir": WORKSPACE,
-        "environment": env,
-        "network_mode": policy.network,
-        "read_only": policy.read_only_rootfs,
-        "tmpfs": {
-            "/tmp": f"rw,nosuid,nodev,size={int(policy.tmpfs_size)},mode=1777",
-            WORKSPACE: (f"rw,nosuid,nodev,size={int(policy.workspace_size)},uid={uid},gid={gid},mode=0755"),
-        },
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
-        "pids_limit": policy.pids,
-        "mem_limit": int(policy.memory),
-        "memswap_limit": int(policy.memory),
-        "nano_cpus": int(policy.cpus * 1e9),
-        "shm_size": int(policy.shm_size),
-        "ulimits": [Ulimit(name="core", soft=0, hard=0)],
-        "device_requests": device_requests,
-        "mounts": [Mount(target=m.target, source=m.source, type=m.type, read_only=True) for m in policy.data_mounts],
-        "hostname": "sandbox",
-    }
-
-
-def job_command(job: Job, policy: Policy, *, warm: bool = False) -> list[str]:
-    """The job's argv wrapped in the in-container layer of the timeout.
-
-    In a warm container the job is handed to the preloaded server through the client,
-    which stands in for it (signals forwarded, same exit status).
-    """
-    argv = [*WARM_CLIENT, *job.command] if warm else job.command
-    return ["timeout", "-k", f"{policy.kill_grace:g}s", f"{policy.timeout:g}s", *argv]
+log = structlog.get_logger("sandlab.sandbox")
 
 
 class DockerSandbox(Sandbox):
@@ -133,7 +74,7 @@ class DockerSandbox(Sandbox):
 
     def __init__(
         self,
-        image: str = "sandlab-runner:latest",
+        image: str = RUNNER_IMAGE,
         client: Any | None = None,
         *,
         pool_size: int = 0,
@@ -146,11 +87,19 @@ class DockerSandbox(Sandbox):
         self._image_id: str | None = None
         self.pool = WarmPool(self._create_pooled, self._remove, pool_size, preload) if pool_size else None
 
+    @property
+    @override
+    def seals_host_files(self) -> bool:
+        """True: a container sees no host path but its staged workspace and read-only mounts."""
+        return True
+
     def image_id(self) -> str | None:
-        """The image's content digest (looked up once)."""
+        """The image's content digest (looked up once); None, logged, when the engine cannot say."""
         if self._image_id is None:
-            with contextlib.suppress(Exception):
+            try:
                 self._image_id = str(self.client.api.inspect_image(self.image)["Id"])
+            except Exception as exc:
+                log.warning("docker.image_id_failed", image=self.image, reason=engine_error_text(exc))
         return self._image_id
 
     @override
@@ -160,10 +109,8 @@ class DockerSandbox(Sandbox):
 
     @override
     def run(self, job: Job, policy: Policy) -> AttemptResult:
-        started_at = datetime.now(UTC)
-        t0 = time.monotonic()
+        capture = Capture(policy, backend=self.name)
         container_id: str | None = None
-        out, err = CappedBuffer(int(policy.output_cap)), CappedBuffer(int(policy.output_cap))
         try:
             gpu_ids = resolve_gpu_ids(policy)
             container_id = self.pool.take(policy, gpu_ids, job.run_id) if self.pool is not None else None
@@ -174,22 +121,11 @@ class DockerSandbox(Sandbox):
                 with self._lock:
                     self._active.add(container_id)
             with GpuSampler(gpu_ids) as gpu:
-                exit_code, deadline_hit, elapsed = self._stage_and_run(container_id, job, policy, out, err, warm=warm)
+                exit_code, deadline_hit, elapsed = self._stage_and_run(container_id, job, policy, capture, warm=warm)
             finish = self._finish(container_id, job, policy)
         except Exception as exc:  # the machinery failed, not the job
-            return AttemptResult(
-                status=Status.infra_error,
-                exit_code=None,
-                duration_s=time.monotonic() - t0,
-                started_at=started_at,
-                stdout=out.text(),
-                stderr=err.text(),
-                truncated=out.truncated or err.truncated,
-                limits=policy,
-                image=self.image,
-                host=socket.gethostname(),
-                container_id=container_id,
-                reason=_describe_engine_error(exc, self.image),
+            return capture.infra_error(
+                _describe_engine_error(exc, self.image), image=self.image, container_id=container_id
             )
         finally:
             if container_id is not None:
@@ -203,22 +139,16 @@ class DockerSandbox(Sandbox):
             oom_killed=finish.oom_kills > 0,
             host_deadline_hit=deadline_hit,
         )
-        return AttemptResult.from_capture(
+        return capture.result(
             status=status,
             reason=reason,
             exit_code=exit_code,
-            duration_s=time.monotonic() - t0,
-            started_at=started_at,
-            out=out,
-            err=err,
             events_blob=finish.events_blob,
             usage=finish.usage,
-            limits=policy,
             outputs_dir=job.outputs_dir,
             outputs_skipped=finish.skipped,
             image=self.image,
             image_id=self.image_id(),
-            host=socket.gethostname(),
             container_id=container_id,
         )
 
@@ -232,13 +162,17 @@ class DockerSandbox(Sandbox):
         # The low-level API: the high-level `containers.create` re-reads the container with
         # an extra request, which is a tenth of a trivial attempt's latency.
         api = self.client.api
-        container_args = {k: kwargs.pop(k) for k in _CONTAINER_ARGS}
+        container_args = {k: kwargs.pop(k) for k in CONTAINER_ARGS}
         container_args["detach"] = kwargs.pop("detach", True)
         host_config = api.create_host_config(**kwargs)
         container_id = str(api.create_container(host_config=host_config, **container_args)["Id"])
         with self._lock:
             self._active.add(container_id)
-        api.start(container_id)
+        try:
+            api.start(container_id)
+        except Exception:
+            self._remove(container_id)  # created but never started: the caller has no id to remove
+            raise
         return container_id
 
     def _create_pooled(self, policy: Policy, gpu_ids: list[int], command: list[str], run_id: str) -> str:
@@ -250,14 +184,27 @@ class DockerSandbox(Sandbox):
         return container_id
 
     def _remove(self, container_id: str) -> None:
-        with contextlib.suppress(Exception):
+        try:
             self.client.api.remove_container(container_id, force=True, v=True)
+        except NotFound:
+            log.debug("docker.remove_already_gone", container_id=container_id)
+        except Exception as exc:
+            # It keeps its owner labels: `controller reap` removes it once this process is gone.
+            log.warning("docker.remove_failed", container_id=container_id, reason=engine_error_text(exc))
         with self._lock:
             self._active.discard(container_id)
 
     def _kill(self, container_id: str) -> None:
-        with contextlib.suppress(Exception):
+        try:
             self.client.api.kill(container_id)
+        except NotFound:
+            log.debug("docker.kill_already_gone", container_id=container_id)
+        except APIError as exc:
+            # 409: it stopped on its own between the decision to kill it and the kill.
+            level = log.debug if getattr(exc, "status_code", None) == 409 else log.warning
+            level("docker.kill_failed", container_id=container_id, reason=engine_error_text(exc))
+        except Exception as exc:
+            log.warning("docker.kill_failed", container_id=container_id, reason=engine_error_text(exc))
 
     @override
     def kill_all(self) -> int:
@@ -274,8 +221,7 @@ class DockerSandbox(Sandbox):
         container_id: str,
         job: Job,
         policy: Policy,
-        out: CappedBuffer,
-        err: CappedBuffer,
+        capture: Capture,
         *,
         warm: bool = False,
     ) -> tuple[int | None, bool, float]:
@@ -286,8 +232,7 @@ class DockerSandbox(Sandbox):
         """
         uid, _, gid = policy.user.partition(":")
         payload = pack_workspace(job.workspace, job.files, int(uid), int(gid or uid))
-        script = 'tar -x -f - -C "$0" || exit 125; exec "$@"'
-        cmd = ["sh", "-c", script, WORKSPACE, *job_command(job, policy, warm=warm)]
+        cmd = ["sh", "-c", STAGE_SCRIPT, WORKSPACE, *job_command(job, policy, warm=warm)]
         api = self.client.api
         exec_id = api.exec_create(
             container_id,
@@ -315,7 +260,7 @@ class DockerSandbox(Sandbox):
             raw.sendall(payload)
             raw.shutdown(socket.SHUT_WR)
             for stream_id, data in frames_iter(raw, tty=False):
-                (out if stream_id == STDOUT else err).write(data)
+                (capture.out if stream_id == STDOUT else capture.err).write(data)
         finally:
             timer.cancel()
             sock.close()
@@ -323,7 +268,7 @@ class DockerSandbox(Sandbox):
         if deadline_hit.is_set():
             return None, True, elapsed
         code = api.exec_inspect(exec_id).get("ExitCode")
-        if code == _STAGING_FAILED:
+        if code == STAGING_FAILED:
             msg = "staging the workspace failed; is the policy's workspace_size too small?"
             raise RuntimeError(msg)
         return (int(code) if code is not None else None), False, elapsed
@@ -337,19 +282,19 @@ class DockerSandbox(Sandbox):
         """
         api = self.client.api
         last_error = "no attempt"
-        for _ in range(_FINISH_TRIES):
-            probe = CappedBuffer(_PROBE_OUTPUT_CAP)
+        for _ in range(finish_tries):
+            probe = CappedBuffer(probe_output_cap)
             try:
                 exec_id = api.exec_create(
                     container_id,
-                    ["sh", "-c", _FINISH_SCRIPT, WORKSPACE],
+                    ["sh", "-c", FINISH_SCRIPT, WORKSPACE],
                     stdout=True,
                     stderr=True,
                     user=policy.user,
                 )["Id"]
                 with (
                     tempfile.TemporaryDirectory(prefix="sandlab-out-") as scratch,
-                    tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, dir=scratch) as spool,
+                    tempfile.SpooledTemporaryFile(max_size=spool_in_memory_bytes, dir=scratch) as spool,
                 ):
                     size = 0
                     for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
@@ -360,19 +305,19 @@ class DockerSandbox(Sandbox):
                             spool.write(chunk_out)
                     if api.exec_inspect(exec_id).get("ExitCode") is None:
                         last_error = "the collecting exec did not run"
-                        time.sleep(_FINISH_PAUSE_S)
+                        time.sleep(finish_pause_s)
                         continue
                     spool.seek(0)
                     dest = job.outputs_dir or Path(scratch) / "ws"
                     skipped = extract_outputs(spool, dest)
                     if size > max_collect_bytes:
                         skipped.append(f"(collection stopped at {max_collect_bytes} bytes)")
-                    blob = read_events_file(dest)
-                usage, oom_kills = _parse_probe(probe.getvalue())
+                    blob = read_events_file(dest, int(policy.output_cap))
+                usage, oom_kills = parse_probe(probe.getvalue())
                 return _Finish(usage, oom_kills, skipped, blob)
             except Exception as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-                time.sleep(_FINISH_PAUSE_S)
+                last_error = engine_error_text(exc)
+                time.sleep(finish_pause_s)
         return _Finish(Usage(), 0, [f"(workspace not collected: {last_error})"], b"")
 
 
@@ -384,28 +329,12 @@ class _Finish:
     events_blob: bytes
 
 
-def _parse_probe(text: bytes) -> tuple[Usage, int]:
-    usage = Usage()
-    oom_kills = 0
-    for line in text.decode(errors="replace").splitlines():
-        key, _, value = line.partition(" ")
-        if not value.strip().isdigit():
-            continue
-        number = int(value)
-        if key == "oom_kill":
-            oom_kills = number
-        elif key == "peak_memory_bytes":
-            usage.peak_memory_bytes = number
-        elif key == "cpu_ns" and number:
-            usage.cpu_s = number / 1e9
-        elif key == "usage_usec":
-            usage.cpu_s = number / 1e6
-    return usage, oom_kills
-
-
 def _describe_engine_error(exc: BaseException, image: str) -> str:
-    name = type(exc).__name__
-    if name == "ImageNotFound":
+    if type(exc).__name__ == "ImageNotFound":
         return f"image {image} not found; run `controller images build`"
-    text = str(exc).splitlines()[0] if str(exc) else name
-    return f"engine failure ({name}): {text[:500]}"
+    return f"engine failure ({engine_error_text(exc)})"
+
+
+def _engine_error_text(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text[:300]}"

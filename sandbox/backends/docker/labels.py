@@ -1,4 +1,8 @@
-"""Labels every sandlab container carries, so ownership survives a controller crash."""
+"""Labels every sandlab container carries, so ownership survives a controller crash.
+
+The reaper reads them back; the owner identity itself (host, pid, start time) is
+`sandbox.owners`, shared with the run registry.
+"""
 
 from __future__ import annotations
 

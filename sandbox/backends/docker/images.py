@@ -4,9 +4,19 @@ Air-gapped builds are a feature for isolated GPU clusters, not a workaround:
  - the base image comes from `debootstrap --variant=minbase bookworm` (python3, venv, the
    host's CA bundle) and `docker import`, so no registry is needed;
  - Python packages come from a wheelhouse downloaded on the host with pip (or one the user
-   brought in on a disk) and served to the build over loopback, installed with
-   `--no-index`: no layer ever holds the wheels, and the build needs no network but lo.
+   brought in on a disk) and served to the build on 127.0.0.1 only, installed with
+   `--no-index`: no layer ever holds the wheels.
 Images carry a hash of their inputs as a label and are rebuilt only when it changes.
+
+What a build can reach, honestly: to let RUN steps fetch from a server bound to the host's
+loopback, the build runs with `network_mode="host"`, so its RUN steps share the host's whole
+network namespace (every interface and route the host has, and any service listening on the
+host's loopback), not only the wheel server. That is acceptable because nothing untrusted
+runs at build time: the Dockerfiles are this repository's own, pip runs with `--no-index`
+against the loopback wheelhouse (it never consults an index, on the network or elsewhere),
+and no generated code or job ever runs during a build; those run only in containers created
+from the finished image, under a policy (`network_mode: none` by default). The wheel server
+itself listens on 127.0.0.1 only, so it is never exposed beyond the host.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import http.server
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -26,11 +37,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sandbox.errors import ImageBuildError
+import structlog
+from docker.errors import NotFound
+
+from sandbox.backends import RUNNER_IMAGE
+from sandbox.backends.docker.engine import docker_host, engine_error_text
+from sandbox.errors import ImageBuildError, SandboxUnavailableError
 
 Progress = Callable[[str], None]
+log = structlog.get_logger("sandlab.sandbox")
 
-RUNNER_IMAGE = "sandlab-runner:latest"
 CONTROLLER_IMAGE = "sandlab-controller:latest"
 OFFLINE_BASE_IMAGE = "sandlab-base:bookworm"
 DEFAULT_BASE_IMAGE = "python:3.11-slim-bookworm"
@@ -47,7 +63,7 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 def sandlab_home() -> Path:
     """Folder holding Dockerfiles, policies and pyproject: the repo, or $SANDLAB_HOME."""
     env = os.environ.get("SANDLAB_HOME")
-    return Path(env) if env else Path(__file__).resolve().parent.parent
+    return Path(env) if env else Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)
@@ -99,7 +115,7 @@ CONTROLLER = ImageSpec(
 
 @dataclass(frozen=True)
 class ImageState:
-    """Whether an image exists and matches its inputs."""
+    """Whether an image exists and matches its inputs, or why that could not be told."""
 
     tag: str
     present: bool
@@ -107,6 +123,9 @@ class ImageState:
     expected_hash: str
     found_hash: str | None
     base_image: str | None
+    error: str | None = None
+    """Set when the engine failed to answer (unreachable, or another engine error): then
+    `present` is False because it is unknown, not because the image is missing."""
 
 
 def image_state(client: Any, spec: ImageSpec) -> ImageState:
@@ -114,19 +133,34 @@ def image_state(client: Any, spec: ImageSpec) -> ImageState:
     expected = spec.inputs_hash()
     try:
         image = client.images.get(spec.tag)
-    except Exception:
+    except NotFound:
         return ImageState(spec.tag, False, False, expected, None, None)
+    except Exception as exc:
+        error = engine_error_text(exc)
+        log.warning("images.lookup_failed", tag=spec.tag, reason=error)
+        return ImageState(spec.tag, False, False, expected, None, None, error=error)
     image_labels = (image.attrs.get("Config") or {}).get("Labels") or {}
     found = image_labels.get(HASH_LABEL)
     return ImageState(spec.tag, True, found == expected, expected, found, image_labels.get(BASE_LABEL))
 
 
 def _image_present(client: Any, tag: str) -> bool:
+    """Whether the engine has the image; an engine that cannot say raises, never reads as 'missing'."""
     try:
         client.images.get(tag)
-    except Exception:
+    except NotFound:
         return False
+    except Exception as exc:
+        raise _unavailable(tag, exc) from exc
     return True
+
+
+def _unavailable(tag: str, exc: BaseException) -> SandboxUnavailableError:
+    msg = (
+        f"the docker engine at {docker_host()} failed while looking up {tag} ({engine_error_text(exc)}); "
+        "check that it is running, or run `controller doctor`"
+    )
+    return SandboxUnavailableError(msg)
 
 
 def resolve_base(client: Any, base_image: str | None, offline: bool | None, progress: Progress) -> str:
@@ -146,8 +180,11 @@ def resolve_base(client: Any, base_image: str | None, offline: bool | None, prog
         progress(f"pulling {DEFAULT_BASE_IMAGE}")
         try:
             client.images.pull(DEFAULT_BASE_IMAGE)
-        except Exception:
-            progress(f"cannot pull {DEFAULT_BASE_IMAGE}: no registry reachable, switching to offline mode")
+        except Exception as exc:
+            progress(
+                f"cannot pull {DEFAULT_BASE_IMAGE}: no registry reachable ({engine_error_text(exc)}), "
+                "switching to offline mode"
+            )
         else:
             return DEFAULT_BASE_IMAGE
     if not _image_present(client, OFFLINE_BASE_IMAGE):
@@ -229,8 +266,6 @@ def fill_wheelhouse(dest: Path, requirements: list[str], progress: Progress) -> 
 
 
 def _host_python() -> str:
-    import sys
-
     return sys.executable
 
 
@@ -268,8 +303,9 @@ def build_image(client: Any, spec: ImageSpec, base: str, wheelhouse_url: str, pr
             tag=spec.tag,
             buildargs=buildargs,
             labels={HASH_LABEL: spec.inputs_hash(home), BASE_LABEL: base},
-            # Host networking lets RUN reach the wheelhouse on 127.0.0.1 and nothing else
-            # is needed: pip runs with --no-index.
+            # Host networking lets RUN reach the wheelhouse on 127.0.0.1; it also gives RUN
+            # the host's whole network namespace, which is acceptable only because the
+            # Dockerfiles are trusted and pip runs --no-index (see the module docstring).
             network_mode="host",
             rm=True,
             forcerm=True,
@@ -299,6 +335,12 @@ def build_all(
     todo = []
     for spec in only:
         state = image_state(client, spec)
+        if state.error is not None:
+            msg = (
+                f"cannot tell whether {spec.tag} is built: the docker engine at {docker_host()} failed "
+                f"({state.error}); check that it is running, or run `controller doctor`"
+            )
+            raise SandboxUnavailableError(msg)
         wanted_base = base_image or state.base_image
         if state.current and not force and (base_image is None or wanted_base == state.base_image):
             outcome.append((spec.tag, "up to date"))
