@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 from typing import TextIO
 
@@ -26,6 +28,22 @@ def configure_run_logging(events_path: Path) -> None:
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.WriteLoggerFactory(file=fh),
+        cache_logger_on_first_use=False,
+    )
+
+
+def configure_cli_logging(level: int = logging.WARNING) -> None:
+    """Outside a run, send warnings and errors to stderr: stdout belongs to the command
+    (`sandbox exec --json` prints exactly one JSON object there)."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )

@@ -1,6 +1,9 @@
-"""The `controller` command line (typer + rich).
+"""Sandbox commands: `sandbox exec`, `images build`, `doctor`, `reap`, and the reaping that
+`start` and `resume` do first.
 
-Bad input gets one line naming the fix and exit status 2, never a traceback.
+This is the only CLI module that imports engine code (sandbox.backends.docker's engine,
+reaper and images), always inside the function that needs it: the rest of the command
+line runs without an engine, and a move of those modules touches this file alone.
 """
 
 from __future__ import annotations
@@ -12,37 +15,18 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from typer.exceptions import Abort, TyperException
 
-from controller.cli_common import (
-    DEFAULT_RUNS_DIR,
-    RunsDir,
-    app,
-    console,
-    images_app,
-    out,
-    parse_duration_arg,
-    sandbox_app,
-)
-from controller.errors import BadInputError, ControllerError
-from sandbox.errors import SandboxError
+from controller.cli.options import DEFAULT_RUNS_DIR, RunsDir, parse_duration_arg, parse_gpus
+from controller.cli.render import console, out
+from controller.errors import BadInputError
+from sandbox.base import Sandbox
 
-# -- sandbox exec -----------------------------------------------------------------------
+REAP_CONNECT_TIMEOUT_S = 10
+"""How long `start`/`resume` wait for the engine before skipping the reap (it is best-effort)."""
+BUILD_STATUS_CHARS = 100
+"""How much of a build log line the spinner shows."""
 
 
-def _parse_gpus(text: str | None) -> int | list[int] | None:
-    if text is None:
-        return None
-    try:
-        if "," in text or text.startswith("["):
-            return [int(x) for x in text.strip("[]").split(",") if x.strip()]
-        return int(text)
-    except ValueError:
-        msg = f"invalid --gpus {text!r}; give a count like 1 or device ids like 0,2"
-        raise BadInputError(msg) from None
-
-
-@sandbox_app.command("exec", context_settings={"allow_interspersed_args": False})
 def sandbox_exec(
     command: Annotated[list[str], typer.Argument(help="The command, after `--`.", show_default=False)],
     policy: Annotated[str, typer.Option(help="Policy name (policies/NAME.yaml) or path.")] = "default",
@@ -70,7 +54,7 @@ def sandbox_exec(
     overrides: dict[str, object] = {}
     if timeout is not None:
         overrides["timeout"] = parse_duration_arg(timeout, "--timeout")
-    parsed_gpus = _parse_gpus(gpus)
+    parsed_gpus = parse_gpus(gpus)
     if parsed_gpus is not None:
         overrides["gpus"] = parsed_gpus
     loaded = loaded.with_overrides(**overrides) if overrides else loaded
@@ -81,9 +65,10 @@ def sandbox_exec(
     finally:
         sandbox.close()
     if json_output:
-        out.print_json(result.model_dump_json(), highlight=False) if sys.stdout.isatty() else print(
-            result.model_dump_json()
-        )
+        if sys.stdout.isatty():
+            out.print_json(result.model_dump_json(), highlight=False)
+        else:
+            print(result.model_dump_json())
     else:
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
@@ -99,7 +84,7 @@ def sandbox_exec(
     raise typer.Exit(0 if result.ok else 1)
 
 
-def _make_sandbox(backend: str, allow_weaker: bool):  # type: ignore[no-untyped-def]
+def _make_sandbox(backend: str, allow_weaker: bool) -> Sandbox:
     from sandbox.backends import DockerBackendConfig, LocalBackendConfig
 
     if backend == "docker":
@@ -110,10 +95,6 @@ def _make_sandbox(backend: str, allow_weaker: bool):  # type: ignore[no-untyped-
     raise BadInputError(msg)
 
 
-# -- images, doctor, reap -----------------------------------------------------------------
-
-
-@images_app.command("build")
 def images_build(
     offline: Annotated[
         bool | None,
@@ -128,8 +109,7 @@ def images_build(
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
 ) -> None:
     """Build sandlab-runner and sandlab-controller, only where their inputs changed."""
-    from sandbox.engine import connect
-    from sandbox.images import CONTROLLER, RUNNER, build_all
+    from sandbox.backends.docker import CONTROLLER, RUNNER, build_all, connect
 
     client = connect()
     only = (RUNNER,) if runner_only else (RUNNER, CONTROLLER)
@@ -137,14 +117,13 @@ def images_build(
 
         def progress(line: str) -> None:
             console.print(f"  {line}", highlight=False, markup=False)
-            status.update(line[:100])
+            status.update(line[:BUILD_STATUS_CHARS])
 
         outcome = build_all(client, offline=offline, base_image=base_image, force=force, progress=progress, only=only)
     for tag, what in outcome:
         out.print(f"{tag}: {what}")
 
 
-@app.command()
 def doctor(
     agent: Annotated[str, typer.Option(help="offline or llm.")] = "offline",
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
@@ -164,71 +143,42 @@ def doctor(
     raise typer.Exit(1 if any(c.status == "fail" for c in checks) else 0)
 
 
-@app.command()
 def reap(
     run_id: Annotated[str | None, typer.Option("--run", help="Only this run's containers.")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
 ) -> None:
     """Remove sandlab containers whose owner process is gone (never a live owner's)."""
-    from sandbox.engine import connect
-    from sandbox.reaper import reap_orphans
+    from sandbox.backends.docker import connect, reap_orphans
 
     report = reap_orphans(connect(), run_id=run_id)
     out.print(
         f"removed {len(report.removed)} orphaned container(s); kept {report.kept_live_owner} "
         f"with a live owner and {report.kept_other_host} from other hosts"
     )
+    if report.failed:
+        console.print(f"[yellow]could not remove[/] {len(report.failed)}: {', '.join(report.failed)}", highlight=False)
 
 
-# Registers start, resume, stop, status, attempts, logs, report and rerun on `app`.
-from controller import cli_runs  # noqa: E402, F401
+def reap_for_run(run_id: str | None, backend: str = "docker") -> None:
+    """Best-effort reap before `start`/`resume` on the docker backend.
 
-# -- entry point --------------------------------------------------------------------------
+    A failure here must not stop the run (the sandbox reports an unusable engine itself,
+    with its own fix), but it is said, with its reason, never swallowed.
+    """
+    if backend != "docker":
+        return
+    from sandbox.backends.docker import connect, reap_orphans
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry: map every expected failure to one line and an exit status."""
-    command = typer.main.get_command(app)
     try:
-        code = command.main(args=argv, prog_name="controller", standalone_mode=False)
-    except TyperException as exc:
-        ctx = getattr(exc, "ctx", None)
-        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
-            print(ctx.get_help(), file=sys.stderr)
-        else:
-            where = ctx.command_path if ctx is not None else "controller"
-            console.print(
-                f"[bold red]error:[/] {exc.format_message()} (see `{where} --help`)", highlight=False, soft_wrap=True
-            )
-        code = 2
-    except Abort:
-        console.print("[yellow]interrupted[/]")
-        code = 130
-    except (ControllerError, SandboxError) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        code = 2
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
-        code = 130
-    except Exception as exc:
-        if os.environ.get("SANDLAB_DEBUG"):
-            raise
+        report = reap_orphans(connect(timeout=REAP_CONNECT_TIMEOUT_S), run_id=run_id)
+    except Exception as exc:  # any engine failure: reported below, the run goes on
         console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
-            "(a sandlab bug; rerun with SANDLAB_DEBUG=1 for the traceback and report it)",
+            f"[yellow]warning:[/] could not reap orphaned containers ({type(exc).__name__}: {exc}); "
+            "`controller reap` retries",
             highlight=False,
-            soft_wrap=True,
         )
-        code = 2
-    if isinstance(code, int):
-        return code
-    return 0
-
-
-def entry() -> None:
-    """`python -m controller` and the console script."""
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    entry()
+        return
+    if report.removed:
+        console.print(f"reaped {len(report.removed)} orphaned container(s)")
+    if report.failed:
+        console.print(f"[yellow]warning:[/] could not remove {len(report.failed)} orphan(s)", highlight=False)

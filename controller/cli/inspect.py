@@ -1,0 +1,159 @@
+"""Commands that read a run without changing it: status, attempts, logs and report.
+
+They read the run folder only, so they work while the run goes on in another process,
+after it died, and on a copy of the folder on another machine.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import RenderableType
+from rich.live import Live
+from rich.markdown import Markdown
+
+from controller.cli.options import DEFAULT_RUNS_DIR, AsJson, RunsDir, Wide
+from controller.cli.render import (
+    attempt_json,
+    attempts_table,
+    console,
+    out,
+    print_wide,
+    run_json,
+    run_panel,
+    runs_table,
+)
+from controller.errors import BadInputError
+from controller.ownership import owner_alive
+from controller.store import RunStore
+
+LIVE_REFRESH_S = 1.0
+LIVE_FRAMES_PER_S = 2
+
+
+def _print_json(data: Any) -> None:
+    """Plain JSON on stdout: no rich markup, colour or wrapping, whatever the terminal."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _show(renderable: RenderableType, wide: bool) -> None:
+    if wide:
+        print_wide(out, renderable)
+    else:
+        out.print(renderable)
+
+
+def _running(store: RunStore) -> bool:
+    state = store.load_state()
+    return state.status == "running" and owner_alive(state)
+
+
+def status(
+    run_id: Annotated[str | None, typer.Argument(help="A run (default: list all runs).")] = None,
+    once: Annotated[bool, typer.Option(help="Print once instead of a live view.")] = False,
+    wide: Wide = False,
+    as_json: AsJson = False,
+    runs_dir: RunsDir = DEFAULT_RUNS_DIR,
+) -> None:
+    """A live view of a run (iteration, stage, budget left, cost, best, attempts), or all runs."""
+    width = None if wide else out.width
+    if run_id is None:
+        states = RunStore.list_runs(runs_dir)
+        if as_json:
+            _print_json([run_json(state) for state in states])
+        else:
+            _show(runs_table(states, width), wide)
+        return
+    store = RunStore.open(runs_dir, run_id)
+    state = store.load_state()
+    if as_json:
+        _print_json(run_json(state))
+        return
+    # A live view redraws in place, which only works on a terminal and within its width.
+    if once or wide or not (state.status == "running" and owner_alive(state)) or not out.is_terminal:
+        _show(run_panel(state, store.attempts(), width), wide)
+        return
+    with Live(run_panel(state, store.attempts(), out.width), console=out, refresh_per_second=LIVE_FRAMES_PER_S) as live:
+        while state.status == "running" and owner_alive(state):
+            time.sleep(LIVE_REFRESH_S)
+            state = store.load_state()
+            live.update(run_panel(state, store.attempts(), out.width))
+
+
+def attempts(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    wide: Wide = False,
+    as_json: AsJson = False,
+    runs_dir: RunsDir = DEFAULT_RUNS_DIR,
+) -> None:
+    """A table of every attempt: stage, module or arm, status, duration, peak memory, score."""
+    store = RunStore.open(runs_dir, run_id)
+    records = store.attempts()
+    if as_json:
+        _print_json([attempt_json(record) for record in records])
+        return
+    _show(attempts_table(records, None if wide else out.width, title=f"attempts of {run_id}"), wide)
+
+
+def logs(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    attempt: Annotated[int | None, typer.Option(help="Attempt number (default: the controller's own log).")] = None,
+    stderr: Annotated[bool, typer.Option("--stderr", help="Show the attempt's stderr instead of stdout.")] = False,
+    follow: Annotated[bool, typer.Option(help="Keep printing as the run goes on.")] = False,
+    runs_dir: RunsDir = DEFAULT_RUNS_DIR,
+) -> None:
+    """An attempt's container logs, or the controller's events (with --follow, as they come)."""
+    store = RunStore.open(runs_dir, run_id)
+    if attempt is None:
+        _follow_file(store.root / "events.jsonl", follow, store)
+        return
+    folder = store.attempt_dir(attempt)
+    name = "stderr.log" if stderr else "stdout.log"
+    while not (folder / "attempt.json").is_file():
+        if not follow or not _running(store):
+            known = [r.number for r in store.attempts()]
+            msg = (
+                f"attempt {attempt} of {run_id} has not finished; attempts so far: "
+                f"{known[0] if known else 0}..{known[-1] if known else 0} (use --follow to wait)"
+            )
+            raise BadInputError(msg)
+        time.sleep(LIVE_REFRESH_S)
+    text = (folder / name).read_text(errors="replace")
+    out.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+    record = json.loads((folder / "attempt.json").read_text())
+    console.print(f"[dim]attempt {attempt}: {record['kind']} {record['status']} ({record.get('reason') or ''})[/]")
+
+
+def _follow_file(path: Path, follow: bool, store: RunStore) -> None:
+    position = 0
+    while True:
+        if path.is_file():
+            with path.open() as fh:
+                fh.seek(position)
+                for line in fh:
+                    out.print(line.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+                position = fh.tell()
+        if not follow or not _running(store):
+            return
+        time.sleep(LIVE_REFRESH_S)
+
+
+def report(run_id: Annotated[str, typer.Argument(help="The run.")], runs_dir: RunsDir = DEFAULT_RUNS_DIR) -> None:
+    """Print the run's report (report/summary.md) and where its files are."""
+    store = RunStore.open(runs_dir, run_id)
+    summary = store.root / "report" / "summary.md"
+    if not summary.is_file():
+        state = store.load_state()
+        msg = f"run {run_id} has no report yet (status {state.status}); `controller resume {run_id}` finishes it"
+        raise BadInputError(msg)
+    out.print(Markdown(summary.read_text()))
+    out.print(
+        f"\nfiles: {store.root} (best.json, best_config.json, aggregates.json, report/)  "
+        f"[dim]{datetime.now(UTC):%H:%M:%S}[/]"
+    )

@@ -1,0 +1,150 @@
+"""Options several commands share, and the parsers that turn what users type into values.
+
+Every parser raises BadInputError naming the flag and the fix, which `main` prints as one
+line with exit status 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from controller.errors import BadInputError
+from sandbox.durations import parse_duration
+
+RunsDir = Annotated[
+    Path,
+    typer.Option("--runs-dir", envvar="SANDLAB_RUNS_DIR", help="Run registry folder.", file_okay=False),
+]
+DEFAULT_RUNS_DIR = Path("runs")
+Wide = Annotated[
+    bool,
+    typer.Option("--wide", help="Show every column, even past the terminal's edge (status: prints once)."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print plain JSON for scripts (no colour, no table).")]
+
+MIN_SEEDS = 2
+"""Selection compares arms by their seed means: one seed per arm would pick a lucky draw."""
+MAX_SEEDS = 20
+
+
+def parse_duration_arg(text: str, flag: str) -> float:
+    """parse_duration with the flag named in the error."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        msg = f"{flag}: {exc}"
+        raise BadInputError(msg) from None
+
+
+def parse_usd(text: str, flag: str) -> float:
+    """Dollar amounts as users write them: 5usd, $5, 5, 0.50usd."""
+    raw = text.strip().lower().removeprefix("$").removesuffix("usd").strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        msg = f"{flag}: invalid amount {text!r}; write it like 5usd or 0.5"
+        raise BadInputError(msg)
+    return value
+
+
+def _scalar(text: str) -> float | int | str:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return text
+
+
+def parse_grid(text: str, flag: str) -> dict[str, list[float | int | str]]:
+    """`lr=0.003,0.006;arch=cnn,resnet18` -> {"lr": [0.003, 0.006], "arch": ["cnn", "resnet18"]}."""
+    grid: dict[str, list[float | int | str]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        key, sep, values = part.partition("=")
+        items = [_scalar(v.strip()) for v in values.split(",") if v.strip()]
+        if not sep or not key.strip() or not items:
+            msg = f"{flag}: cannot read {part!r}; write it like lr=0.003,0.006;arch=cnn,resnet18"
+            raise BadInputError(msg)
+        grid[key.strip()] = items
+    return grid
+
+
+def parse_gpus(text: str | None) -> int | list[int] | None:
+    """`--gpus` as a count (`1`) or device ids (`0,2`)."""
+    if text is None:
+        return None
+    try:
+        if "," in text or text.startswith("["):
+            return [int(x) for x in text.strip("[]").split(",") if x.strip()]
+        return int(text)
+    except ValueError:
+        msg = f"invalid --gpus {text!r}; give a count like 1 or device ids like 0,2"
+        raise BadInputError(msg) from None
+
+
+def check_seeds(seeds: int) -> list[int]:
+    """The seeds for `--seeds N`: at least two, so that selection never rests on one seed."""
+    if seeds < MIN_SEEDS:
+        msg = (
+            f"--seeds: {seeds} is too few; selection compares arms over seeds and never rests on one, "
+            f"so use --seeds {MIN_SEEDS} or more"
+        )
+        raise BadInputError(msg)
+    if seeds > MAX_SEEDS:
+        msg = f"--seeds: {seeds} is too many; use at most {MAX_SEEDS}"
+        raise BadInputError(msg)
+    return list(range(seeds))
+
+
+ITERATION_LIMIT_FLAGS = {
+    "wall_s": "--iteration-wall",
+    "gpu_s": "--iteration-gpu-time",
+    "cost_usd": "--iteration-cost",
+    "tokens": "--iteration-tokens",
+    "repairs_per_module": "--iteration-repairs",
+    "attempts": "--iteration-attempts",
+}
+"""Each field of controller.ledger.IterationLimits and the `controller start` flag that sets it."""
+
+
+def _count(value: int | None, flag: str, least: int) -> float | None:
+    if value is None:
+        return None
+    if value < least:
+        msg = f"{flag}: {value} is too few; give a whole number of at least {least}"
+        raise BadInputError(msg)
+    return float(value)
+
+
+def parse_iteration_limits(
+    *,
+    wall: str | None = None,
+    gpu_time: str | None = None,
+    cost: str | None = None,
+    tokens: int | None = None,
+    repairs: int | None = None,
+    attempts: int | None = None,
+) -> dict[str, float]:
+    """RunConfig.iteration_limits from the `--iteration-*` flags; a flag left out keeps its default.
+
+    A limit of zero would cut every iteration before its first job (they are checked as
+    `used >= limit`), so only repairs, where zero means "roll back at once", may be 0.
+    """
+    flags = ITERATION_LIMIT_FLAGS
+    parsed: dict[str, float | None] = {
+        "wall_s": parse_duration_arg(wall, flags["wall_s"]) if wall is not None else None,
+        "gpu_s": parse_duration_arg(gpu_time, flags["gpu_s"]) if gpu_time is not None else None,
+        "cost_usd": parse_usd(cost, flags["cost_usd"]) if cost is not None else None,
+        "tokens": _count(tokens, flags["tokens"], 1),
+        "repairs_per_module": _count(repairs, flags["repairs_per_module"], 0),
+        "attempts": _count(attempts, flags["attempts"], 1),
+    }
+    if parsed["cost_usd"] == 0:
+        msg = f"{flags['cost_usd']}: 0 would end every iteration before it starts; give an amount like 0.5usd"
+        raise BadInputError(msg)
+    return {key: value for key, value in parsed.items() if value is not None}
