@@ -36,6 +36,8 @@ DEFAULT_TIMEOUT_S = 120.0
 TOKENS_PER_MILLION = 1_000_000
 # Used only when a server omits `usage`, so the budget still sees roughly what was spent.
 CHARS_PER_TOKEN_ESTIMATE = 4
+ESTIMATED_COMPLETION_TOKENS = 1_000
+"""A typical reply's length, for the price check before a call (a module, a plan)."""
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 FIRST_SERVER_ERROR_STATUS = 500
 JSON_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
@@ -200,7 +202,7 @@ class LLMClient:
         retry: RetryPolicy | None = None,
         prices: PriceTable | None = None,
         cache_dir: Path | None = None,
-        before_call: Callable[[], None] | None = None,
+        before_call: Callable[[float], None] | None = None,
         on_usage: Callable[[LLMUsage], None] | None = None,
     ) -> None:
         self.model = model
@@ -228,12 +230,17 @@ class LLMClient:
             self.usage.cache_hits += 1
             return cached
         if self.before_call is not None:
-            self.before_call()  # the caller's budget check; it raises to refuse the call
+            self.before_call(self.estimate_cost_usd(request["messages"]))  # the budget check; raises to refuse
         text, delta = self._call(request)
         if self.on_usage is not None:
             self.on_usage(delta)
         self._cache_write(key, request, text)
         return text
+
+    def estimate_cost_usd(self, messages: Sequence[ChatMessage]) -> float:
+        """What a call with these messages will probably cost (prompt size, a typical reply)."""
+        prompt_tokens = sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN_ESTIMATE
+        return self.prices.cost_usd(self.model, prompt_tokens, ESTIMATED_COMPLETION_TOKENS)
 
     def complete_structured(self, messages: Sequence[ChatMessage], schema: type[T], *, max_repairs: int = 2) -> T:
         """A reply validated as `schema`; invalid replies are sent back with the error."""
@@ -288,7 +295,7 @@ class LLMClient:
             self.usage.retries += 1
             error = state.outcome.exception() if state.outcome else None
             reason = _describe(error) if error else "unknown"
-            log.warning("llm_retry", attempt=state.attempt_number, error=reason)
+            log.warning("llm_retry", retry=state.attempt_number, error=reason)
 
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Value = float | int | str
 Hyper = dict[str, Value]
@@ -20,9 +20,21 @@ DIMENSION_VALUES: dict[str, tuple[str, ...]] = {
 
 
 class Hypothesis(BaseModel):
-    """One testable idea, with its metric, success threshold and stopping rule."""
+    """One testable idea and its success threshold.
+
+    The metric is the task's and the stopping rules are the plan's: a per-hypothesis metric
+    or free-text stopping rule that nothing enforced is not part of the model (older plan
+    files that carry them still load; the keys are dropped).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unenforced_legacy_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in {"metric", "stopping_rule"}}
+        return data
 
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,47}$")]
     statement: str
@@ -31,10 +43,9 @@ class Hypothesis(BaseModel):
     """slot -> description of the module to write for it (the novelty's code components)."""
     hyper: Hyper = Field(default_factory=dict)
     """Hyperparameter changes (lr, width, epochs ...) relative to the task defaults."""
-    metric: str = "accuracy"
     success_threshold: float = 0.005
-    """Minimum improvement of the mean over the baseline for the hypothesis to hold."""
-    stopping_rule: str = "drop after one iteration if the 95% CI includes the baseline mean"
+    """Minimum improvement of the mean over the baseline for the hypothesis to hold (besides
+    a Holm-corrected Welch p below 0.05)."""
 
     def components(self) -> list[str]:
         """Named parts, each of which gets its own ablation arm."""
@@ -82,8 +93,9 @@ class Plan(BaseModel):
     objective: str
     hypotheses: list[Hypothesis]
     success_criteria: str = (
-        "a hypothesis is supported when its mean improves on the baseline by at least its "
-        "threshold and its 95% CI excludes the baseline mean (host-scored validation accuracy)"
+        "a hypothesis is supported when its mean over every seed improves on the baseline by at "
+        "least its threshold and Welch's test, Holm-corrected over the iteration's arms, gives "
+        "p < 0.05 (host-scored validation, suspect attempts excluded)"
     )
     stopping: StoppingRules = Field(default_factory=StoppingRules)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)

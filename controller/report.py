@@ -1,143 +1,174 @@
 """The run's outputs: aggregates.json, best.json, best_config.json and report/summary.md.
 
-Every number here is host-scored. Arms are compared and the best is chosen on the
-validation split (mean over seeds, with its CI); the chosen configuration alone is then
-evaluated once on the held-out test split, and that is the number best.json reports.
+The report reads a snapshot of results (`Results`) and writes files; it runs no jobs.
+Every number in it is host-scored. Arms are compared on the validation split, one family
+per iteration (Holm-corrected Welch tests against the baseline); suspect attempts are
+listed and never counted; the best arm is chosen among arms with every seed scored; that
+arm alone was evaluated once on the held-out test split, and that is the number best.json
+reports.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from controller.budget import AdmissionRefusedError
-from controller.errors import BudgetExceededError
+from controller.agents.base import IterationOutcome
 from controller.plan import Arm
-from controller.registry import write_text_atomic
-from controller.stats import ArmStats, compare, summarize
+from controller.registry import AttemptRecord, RunState
+from controller.selection import arm_stats, compare_family, metric_bounds
+from controller.stats import ArmStats, summarize
+from controller.store import RunStore, guard_key, train_key, write_text_atomic
+from controller.tasks import Task
 from sandbox.durations import format_duration
 
-if TYPE_CHECKING:
-    from controller.loop import ResearchLoop
+
+@dataclass(frozen=True)
+class Results:
+    """A snapshot of what the run found, for the report."""
+
+    store: RunStore
+    state: RunState
+    task: Task
+    history: list[IterationOutcome]
+    arms: dict[str, Arm]
+    scores: dict[str, dict[int, AttemptRecord]]
+    """arm key -> seed -> the host-scored validation attempt."""
+    index: dict[str, AttemptRecord]
+    required_seeds: int
+    chosen: tuple[Arm, ArmStats] | None
+    test: AttemptRecord | None
+    note: str
+    """Why the test split was not evaluated, if it was not."""
+    data_shape: dict[str, Any]
+    policies: dict[str, str]
+
+    def stats(self) -> dict[str, ArmStats]:
+        metric = self.task.metric.name
+        return {
+            name: s for name, arm in self.arms.items() if (s := arm_stats(name, self.scores.get(arm.key, {}), metric))
+        }
 
 
-def choose_best(loop: ResearchLoop) -> tuple[Arm, ArmStats] | None:
-    """The arm with the best validation mean over seeds; full seed sets first."""
-    higher = loop.task.metric.higher_is_better
-    seeds = len(loop.state.config.seeds)
-    candidates = [(arm, s) for arm in loop.arms.values() if (s := loop.arm_stats(arm)) is not None]
-    if not candidates:
-        return None
-    full = [c for c in candidates if c[1].n >= seeds] or candidates
-    return max(full, key=lambda c: c[1].mean if higher else -c[1].mean)
-
-
-def aggregates(loop: ResearchLoop) -> dict[str, Any]:
-    """Every arm's statistics and its comparison against the baseline."""
-    baseline = loop.arms.get("baseline")
-    base_stats = loop.arm_stats(baseline) if baseline else None
+def aggregates(results: Results) -> dict[str, Any]:
+    """Every arm's statistics; its comparison with the baseline, Holm-corrected per iteration."""
+    stats = results.stats()
+    comparisons: dict[str, Any] = {}
+    for outcome in results.history:
+        family = {n: s for n, s in stats.items() if n in outcome.arm_means or n == "baseline"}
+        comparisons.update({n: c.model_dump() for n, c in compare_family(family, "baseline").items()})
     arms: dict[str, Any] = {}
-    for name, arm in loop.arms.items():
-        stats = loop.arm_stats(arm)
-        if stats is None:
+    for name, arm in results.arms.items():
+        if name not in stats:
             continue
+        records = results.scores.get(arm.key, {})
         entry: dict[str, Any] = {
             "arm_key": arm.key,
             "hyper": arm.hyper,
             "modules": {slot: m.digest for slot, m in arm.modules.items()},
-            "validation": stats.model_dump(),
-            "attempts": {str(seed): rec.number for seed, rec in sorted(loop.scores.get(arm.key, {}).items())},
+            "validation": stats[name].model_dump(),
+            "eligible": stats[name].n >= results.required_seeds,
+            "attempts": {str(seed): rec.number for seed, rec in sorted(records.items())},
+            "suspect_attempts": [rec.number for rec in records.values() if rec.suspect],
         }
-        if base_stats is not None and name != "baseline":
-            entry["vs_baseline"] = compare(stats, base_stats).model_dump()
+        if name in comparisons:
+            entry["vs_baseline"] = comparisons[name]
         arms[name] = entry
-    return {"metric": loop.task.metric.name, "split": "validation", "scored_by": "host", "arms": arms}
-
-
-def write_outputs(loop: ResearchLoop) -> None:
-    """Write aggregates, best and report; run the single test evaluation if time allows."""
-    store, task = loop.store, loop.task
-    aggregate = aggregates(loop)
-    store.write("aggregates.json", aggregate)
-    chosen = choose_best(loop)
-    best: dict[str, Any] = {
-        "metric": task.metric.name,
+    return {
+        "metric": results.task.metric.name,
+        "split": "validation",
         "scored_by": "host",
-        "split": "test",
-        "selected_on": "validation",
+        "multiple_comparisons": "holm, per iteration, against the baseline",
+        "required_seeds": results.required_seeds,
+        "arms": arms,
     }
-    if chosen is None:
-        best.update({"value": None, "reason": "no arm produced a host-scored result"})
-    else:
-        arm, val_stats = chosen
-        records = loop.scores[arm.key]
+
+
+def best_summary(results: Results) -> dict[str, Any]:
+    """best.json: the selected arm, its validation statistics, and its one test evaluation."""
+    best: dict[str, Any] = {"metric": results.task.metric.name, "scored_by": "host", "split": "test"}
+    best["selected_on"] = "validation"
+    if results.chosen is None:
         best.update(
-            {
-                "arm": arm.name,
-                "arm_key": arm.key,
-                "validation": val_stats.model_dump(),
-                "attempts": {"train": [], "eval": [r.number for _, r in sorted(records.items())]},
-            }
+            value=None,
+            reason=f"no arm has {results.required_seeds} host-scored, non-suspect validation seeds",
         )
-        train_numbers = [loop.index[f"train/{arm.key}/s{seed}"].number for seed in sorted(records)]
-        best["attempts"]["train"] = train_numbers
-        models = {
-            f"s{seed}": store.attempt_dir(n) / "outputs" / "out" / "model.pt"
-            for seed, n in zip(sorted(records), train_numbers, strict=True)
-        }
-        try:
-            test = loop.predict_and_score(f"test/{arm.key}", "test", arm, models, "test", final=True)
-        except (AdmissionRefusedError, BudgetExceededError) as exc:
-            test = None
-            best["reason"] = f"test split not evaluated: {exc}"
-        if test is not None and test.host_scores:
-            values = [test.host_scores[f"s{seed}"] for seed in sorted(records)]
-            test_stats = summarize(arm.name, values)
-            best.update(
-                {
-                    "value": test_stats.mean,
-                    "test": test_stats.model_dump(),
-                    "per_seed": dict(zip([f"s{s}" for s in sorted(records)], values, strict=True)),
-                }
-            )
-            best["attempts"]["test"] = test.number
-        else:
-            best.setdefault("reason", f"test evaluation failed: {test.reason if test else 'not run'}")
-            best["value"] = None
-        store.write("best_config.json", best_config(loop, arm))
-    store.write("best.json", best)
-    write_text_atomic(store.root / "report" / "summary.md", render_summary(loop, aggregate, best))
+        return best
+    arm, val_stats = results.chosen
+    seeds = sorted(results.scores[arm.key])
+    best.update(
+        arm=arm.name,
+        arm_key=arm.key,
+        validation=val_stats.model_dump(),
+        attempts={
+            "train": [results.index[train_key(arm.key, s)].number for s in seeds],
+            "eval": [results.scores[arm.key][s].number for s in seeds],
+        },
+        value=None,
+    )
+    test = results.test
+    if test is None or not test.host_scores:
+        best["reason"] = results.note or f"test evaluation failed: {test.reason if test else 'not run'}"
+        return best
+    values = [test.host_scores[f"s{s}"] for s in seeds]
+    test_stats = summarize(arm.name, values, bounds=metric_bounds(results.task.metric.name))
+    best.update(
+        value=test_stats.mean,
+        test=test_stats.model_dump(),
+        per_seed={f"s{s}": v for s, v in zip(seeds, values, strict=True)},
+    )
+    best["attempts"]["test"] = test.number
+    return best
 
 
-def best_config(loop: ResearchLoop, arm: Arm) -> dict[str, Any]:
-    """Everything needed to rerun the best configuration."""
+def best_config(results: Results, arm: Arm) -> dict[str, Any]:
+    """Everything needed to rerun the best configuration: code, hyperparameters, data, trunk."""
+    config = results.state.config
     modules = {}
     for slot, module in arm.modules.items():
-        guard = loop.index.get(f"guard/{slot}/{module.digest}")
+        guard = results.index.get(guard_key(slot, module.digest))
         modules[slot] = {
             "digest": module.digest,
             "origin": module.origin,
             "code_path": f"attempts/{guard.number:04d}/code/{slot}.py" if guard else None,
             "code": module.code,
         }
-    first_train = loop.index.get(f"train/{arm.key}/s{loop.state.config.seeds[0]}")
+    first_train = results.index.get(train_key(arm.key, config.seeds[0]))
     return {
-        "task": loop.task.name,
-        "dataset": loop.task.name,
-        "model": "small-cnn",
+        "task": results.task.name,
+        "dataset": config.dataset,
+        "data_root": config.data_root,
+        "model": {"arch": arm.hyper.get("arch", config.arch), "pretrained": config.pretrained},
+        "input_shape": results.data_shape["input_shape"],
+        "num_classes": results.data_shape["num_classes"],
+        "normalisation": {"mean": results.data_shape["mean"], "std": results.data_shape["std"]},
         "arm": arm.name,
         "arm_key": arm.key,
         "hyper": arm.hyper,
         "modules": modules,
-        "seeds": loop.state.config.seeds,
+        "seeds": config.seeds,
         "image": first_train.result.image if first_train else None,
-        "policies": {"train": loop.ctx.policies.train.name, "evaluate": loop.ctx.policies.evaluate.name},
+        "image_id": first_train.result.image_id if first_train else None,
+        "policies": results.policies,
     }
 
 
-def render_summary(loop: ResearchLoop, aggregate: dict[str, Any], best: dict[str, Any]) -> str:
+def write_outputs(results: Results) -> None:
+    """aggregates.json, best.json, best_config.json and report/summary.md."""
+    store = results.store
+    aggregate = aggregates(results)
+    store.write("aggregates.json", aggregate)
+    best = best_summary(results)
+    if results.chosen is not None:
+        store.write("best_config.json", best_config(results, results.chosen[0]))
+    store.write("best.json", best)
+    write_text_atomic(store.root / "report" / "summary.md", render_summary(results, aggregate, best))
+
+
+def render_summary(results: Results, aggregate: dict[str, Any], best: dict[str, Any]) -> str:
     """report/summary.md from its jinja2 template."""
     env = Environment(
         loader=PackageLoader("controller", "templates"),
@@ -146,15 +177,15 @@ def render_summary(loop: ResearchLoop, aggregate: dict[str, Any], best: dict[str
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    state = loop.state
+    state = results.state
     return env.get_template("summary.md.j2").render(
         state=state,
-        task=loop.task,
-        plan=loop.store.read("plan.json") or {},
-        history=loop.history,
+        task=results.task,
+        plan=results.store.read("plan.json") or {},
+        history=results.history,
         aggregate=aggregate,
         best=best,
-        attempts=loop.store.attempts(),
+        attempts=results.store.attempts(),
         wall=format_duration(max(state.totals.wall_s, 0.1)),
         budget=format_duration(state.config.budget_s),
         generated=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1,24 +1,27 @@
 """`controller rerun RUN_ID`: reproduce the best configuration and check it against its CI.
 
-The rerun is a run of its own (`<run_id>-rerun-N`) that reuses the original's data splits
-(copied, labels included, host-side only), trains the recorded modules and hyperparameters
-on the recorded seeds, and evaluates once on the test split. It reports whether the new
-test metric falls inside the 95% CI that best.json recorded.
+The rerun is a run of its own (`<run_id>-rerun-N`) with the original's config. It reuses
+the original's data splits (copied host-side, labels included, sealed again), so it trains
+exactly what the original trained: the same dataset, shapes and normalisation (read from
+data/meta.json), trunk, recorded modules, hyperparameters and seeds. Then it evaluates once
+on the test split and says whether the new mean falls inside the recorded 95% CI.
 """
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 from controller.errors import BadInputError
 from controller.loop import ResearchLoop
 from controller.plan import Arm, ModuleCode
-from controller.registry import RunStore
+from controller.selection import metric_bounds
 from controller.stats import summarize
+from controller.store import RunStore
 
 
-def prepare_rerun_store(runs_dir: Any, original: RunStore) -> tuple[RunStore, dict[str, Any], dict[str, Any]]:
+def prepare_rerun_store(runs_dir: Path, original: RunStore) -> tuple[RunStore, dict[str, Any], dict[str, Any]]:
     """Create the rerun's folder with the original's config and data; return best and config."""
     best = original.read("best.json")
     config = original.read("best_config.json")
@@ -30,7 +33,8 @@ def prepare_rerun_store(runs_dir: Any, original: RunStore) -> tuple[RunStore, di
     while (runs_dir / f"{state.run_id}-rerun-{n}").exists():
         n += 1
     store, _ = RunStore.create(runs_dir, state.config.model_copy(deep=True), f"{state.run_id}-rerun-{n}")
-    shutil.copytree(original.root / "data", store.root / "data")
+    shutil.copytree(original.data_dir, store.data_dir)
+    store.seal_private(store.data_dir)
     return store, best, config
 
 
@@ -41,25 +45,21 @@ def rerun_best(loop: ResearchLoop, best: dict[str, Any], config: dict[str, Any])
     if arm.key != config["arm_key"]:
         msg = f"best_config.json does not hash to its arm key ({arm.key} != {config['arm_key']}); was it edited?"
         raise BadInputError(msg)
+    loop.data.prepare()  # the copied splits: reads meta.json (shapes, normalisation)
     loop.arms[arm.name] = arm
-    loop.iteration = 1
+    loop.iteration = loop.attempts.iteration = 1
+    trains = {}
     for seed in config["seeds"]:
-        loop.train_and_score(arm, seed)
-    records = loop.scores.get(arm.key, {})
-    models = {
-        f"s{seed}": loop.store.attempt_dir(loop.index[f"train/{arm.key}/s{seed}"].number)
-        / "outputs"
-        / "out"
-        / "model.pt"
-        for seed in sorted(records)
-    }
-    if not models:
+        record = loop.trial.train(arm, seed)
+        if record.status == "ok":
+            trains[seed] = record
+    if not trains:
         return {"reproduced": False, "reason": "no seed trained successfully"}
-    test = loop.predict_and_score(f"test/{arm.key}", "test", arm, models, "test", final=True)
-    if test is None or not test.host_scores:
-        return {"reproduced": False, "reason": f"test evaluation failed: {test.reason if test else 'not run'}"}
+    test = loop.trial.test(arm, trains)
+    if not test.host_scores:
+        return {"reproduced": False, "reason": f"test evaluation failed: {test.reason}"}
     values = [test.host_scores[name] for name in sorted(test.host_scores)]
-    new = summarize(arm.name, values)
+    new = summarize(arm.name, values, bounds=metric_bounds(best["metric"]))
     recorded = best["test"]
     low, high = recorded.get("ci_low"), recorded.get("ci_high")
     inside = low is not None and high is not None and low <= new.mean <= high

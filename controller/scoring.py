@@ -8,19 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import ControllerError
+from sandbox.events import Event, MetricEvent
 
 MAX_PREDICTIONS_BYTES = 64 * 1024**2
 SUSPECT_MARGIN = 0.05
 """For unbounded metrics: telemetry this far above the host score flags the attempt."""
 SUSPECT_MIN_GAP = 0.01
 """For accuracy-like metrics, gaps below this are noise (one or two validation samples)."""
-SUSPECT_ERROR_RATIO = 1 / 3
-"""For accuracy-like metrics: claiming to cut the host-measured error by two thirds or more.
-
-An honest job's telemetry is the same model on the same validation split, so its best epoch
-is at most a little better than the final weights the host scores. A claim of 1.0 against a
-host score of 0.97 is a small absolute gap but claims zero errors where the host counted 3%.
-"""
+SUSPECT_Z = 3.09
+"""One-sided z for p = 0.001: a claim this far above the host's score, given both sample
+sizes, is not sampling noise between the job's holdout and the host's validation split."""
 
 
 class InvalidPredictionsError(ControllerError, ValueError):
@@ -78,16 +75,45 @@ def accuracy(predictions: list[int], labels: list[int]) -> float:
     return sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(labels)
 
 
-def is_suspect(telemetry: float | None, host: float, higher_is_better: bool = True, *, bounded: bool = False) -> bool:
+def telemetry_claim(events: list[Event], metric: str) -> float | None:
+    """What a job last claimed for the metric: per metric series named like it, the final value.
+
+    Like with like: the host scores the weights the job saved at the end, so the claim is the
+    last value each series reported, not its best epoch. The highest such claim counts, so a
+    forged series cannot hide behind the trusted one.
+    """
+    last: dict[str, float] = {}
+    for event in events:
+        if isinstance(event, MetricEvent) and metric in event.name.lower():
+            last[event.name] = event.value
+    return max(last.values()) if last else None
+
+
+def is_suspect(
+    telemetry: float | None,
+    host: float,
+    higher_is_better: bool = True,
+    *,
+    bounded: bool = False,
+    n_claim: int | None = None,
+    n_host: int | None = None,
+) -> bool:
     """Whether the job's own claim is implausibly better than what the host measured.
 
-    `bounded` marks metrics in [0, 1] where 1 is perfect (accuracy): there the claimed and
-    measured error rates are compared; otherwise the absolute gap is.
+    `bounded` marks metrics in [0, 1] where 1 is perfect (accuracy). The job's telemetry is
+    measured on its own holdout (carved from train) and the host's score on validation, so
+    an honest gap is sampling noise: with both sample sizes known, the claim is suspect when
+    a one-sided two-proportion z-test puts it beyond SUSPECT_Z. Without sizes, or for
+    unbounded metrics, the absolute gap is compared with a margin.
     """
     if telemetry is None:
         return False
     gap = telemetry - host if higher_is_better else host - telemetry
-    if bounded and higher_is_better:
-        host_error, claimed_error = 1.0 - host, max(1.0 - telemetry, 0.0)
-        return gap > SUSPECT_MIN_GAP and claimed_error <= SUSPECT_ERROR_RATIO * host_error
-    return gap > SUSPECT_MARGIN
+    if not (bounded and higher_is_better and n_claim and n_host):
+        return gap > (SUSPECT_MIN_GAP if bounded else SUSPECT_MARGIN)
+    if gap <= SUSPECT_MIN_GAP:
+        return False
+    claim = min(max(telemetry, 0.0), 1.0)
+    pooled = (claim * n_claim + host * n_host) / (n_claim + n_host)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / n_claim + 1 / n_host))
+    return spread == 0 or gap / spread > SUSPECT_Z

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict
 from controller.errors import BadInputError, ControllerError
 
 DEFAULT_CONFIDENCE = 0.95
+DEFAULT_ALPHA = 0.05
+"""Significance level of the supported verdict (after the Holm correction)."""
 # Lentz's continued fraction needs O(sqrt(max(a, b))) terms; this covers df up to ~1e7.
 BETACF_MAX_ITER = 10_000
 BETACF_EPS = 1e-16
@@ -142,6 +144,8 @@ class ArmStats(BaseModel):
     std is the sample standard deviation (ddof=1), 0.0 when n == 1; sem = std / sqrt(n).
     ci_low/ci_high is the two-sided Student t interval mean +/- t_{(1+c)/2, n-1} * sem.
     With n < 2 the spread is unknown, so ci_low and ci_high are None (not a zero-width CI).
+    For a bounded metric (accuracy in [0, 1]) the interval is clipped to the range: an
+    accuracy CI of [0.97, 1.004] says nothing the clipped [0.97, 1.0] does not.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -157,7 +161,12 @@ class ArmStats(BaseModel):
     values: list[float]
 
 
-def summarize(arm: str, values: list[float], confidence: float = DEFAULT_CONFIDENCE) -> ArmStats:
+def summarize(
+    arm: str,
+    values: list[float],
+    confidence: float = DEFAULT_CONFIDENCE,
+    bounds: tuple[float, float] | None = None,
+) -> ArmStats:
     """Summarize per-seed values of one arm; raises BadInputError on empty or non-finite input."""
     if not values:
         msg = f"arm {arm!r} has no values"
@@ -179,6 +188,8 @@ def summarize(arm: str, values: list[float], confidence: float = DEFAULT_CONFIDE
     if n >= 2:
         half = t_ppf(0.5 + confidence / 2.0, n - 1) * sem
         ci_low, ci_high = mean - half, mean + half
+        if bounds is not None:
+            ci_low, ci_high = max(ci_low, bounds[0]), min(ci_high, bounds[1])
     return ArmStats(
         arm=arm,
         n=n,
@@ -217,19 +228,23 @@ class Comparison(BaseModel):
     ci_low: float | None
     ci_high: float | None
     ci_excludes_baseline: bool
+    diff_ci_low: float | None = None
+    diff_ci_high: float | None = None
+    p_holm: float | None = None
 
-    def supported(self, threshold: float, higher_is_better: bool = True) -> bool:
-        """True when the improvement is >= threshold AND the arm's CI lies past the baseline mean.
+    def supported(self, threshold: float, higher_is_better: bool = True, alpha: float = DEFAULT_ALPHA) -> bool:
+        """True when the improvement is >= threshold AND Welch's test rejects "no difference".
 
-        Improvement is diff (higher_is_better) or -diff; the CI must sit entirely above
-        (or, for lower-is-better, below) the baseline mean. No CI (n < 2) is never support.
+        Improvement is diff (higher_is_better) or -diff. The p-value used is the Holm-corrected
+        one when the comparison belongs to a family (several arms against one baseline),
+        else Welch's own. No test (n < 2 on either side) is never support.
         """
         improvement = self.diff if higher_is_better else -self.diff
-        if improvement < threshold or self.ci_low is None or self.ci_high is None:
-            return False
-        if higher_is_better:
-            return self.ci_low > self.baseline_mean
-        return self.ci_high < self.baseline_mean
+        p = self.p_holm if self.p_holm is not None else self.p_value
+        return improvement >= threshold and improvement > 0 and p is not None and p < alpha
+
+    def with_holm(self, p_holm: float | None) -> Comparison:
+        return self.model_copy(update={"p_holm": p_holm})
 
 
 def _signed_inf_or_zero(diff: float) -> float:
@@ -255,6 +270,7 @@ def compare(arm: ArmStats, baseline: ArmStats) -> Comparison:
     t: float | None = None
     df: float | None = None
     p: float | None = None
+    diff_low = diff_high = None
     if arm.n >= 2 and baseline.n >= 2:
         v_arm, v_base = arm.std**2 / arm.n, baseline.std**2 / baseline.n
         var = v_arm + v_base
@@ -262,9 +278,12 @@ def compare(arm: ArmStats, baseline: ArmStats) -> Comparison:
             t = diff / math.sqrt(var)
             df = var**2 / (v_arm**2 / (arm.n - 1) + v_base**2 / (baseline.n - 1))
             p = min(1.0, 2.0 * t_sf(abs(t), df))
+            half = t_ppf(0.5 + arm.confidence / 2.0, df) * math.sqrt(var)
+            diff_low, diff_high = diff - half, diff + half
         else:
             t = _signed_inf_or_zero(diff)
             p = 1.0 if diff == 0 else 0.0
+            diff_low = diff_high = diff
     d, g = _effect_sizes(arm, baseline, diff)
     excludes = arm.ci_low is not None and arm.ci_high is not None and not (arm.ci_low <= baseline.mean <= arm.ci_high)
     return Comparison(
@@ -281,4 +300,23 @@ def compare(arm: ArmStats, baseline: ArmStats) -> Comparison:
         ci_low=arm.ci_low,
         ci_high=arm.ci_high,
         ci_excludes_baseline=excludes,
+        diff_ci_low=diff_low,
+        diff_ci_high=diff_high,
     )
+
+
+def holm(p_values: dict[str, float | None]) -> dict[str, float | None]:
+    """Holm-Bonferroni adjusted p-values for one family of tests (None stays None).
+
+    Sorted ascending, the i-th smallest of m p-values is multiplied by (m - i), and the
+    adjusted values are made monotone; each is capped at 1. Rejecting where the adjusted
+    p < alpha controls the family-wise error rate at alpha.
+    """
+    present = sorted((p, name) for name, p in p_values.items() if p is not None)
+    m = len(present)
+    adjusted: dict[str, float | None] = {name: None for name, p in p_values.items() if p is None}
+    running = 0.0
+    for i, (p, name) in enumerate(present):
+        running = max(running, min(1.0, (m - i) * p))
+        adjusted[name] = running
+    return adjusted

@@ -6,24 +6,34 @@ The controller never imports docker: the sandbox comes from sandbox.backends by 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
+
+import structlog
 
 from controller.agents.base import Agent
-from controller.budget import Budget, IterationLimits
 from controller.errors import BadInputError
+from controller.ledger import IterationLimits, Ledger
 from controller.loop import LoopContext, ResearchLoop, StagePolicies
-from controller.registry import RunConfig, RunState, RunStore
+from controller.registry import RunConfig, RunState
 from controller.scheduler import ResourcePool
+from controller.store import RunStore
 from controller.tasks import load_task
-from sandbox.backends import DockerBackendConfig, LocalBackendConfig
+from sandbox.backends import BackendConfig, DockerBackendConfig, LocalBackendConfig, build_sandbox
 from sandbox.base import Sandbox
+from sandbox.gpus import detect_gpus
 from sandbox.policy import load_policy
+
+log = structlog.get_logger("sandlab.wiring")
 
 
 def make_sandbox(config: RunConfig) -> Sandbox:
     """The configured backend; the docker one connects (and fails with a clear line)."""
-    if config.backend == "local":
-        return LocalBackendConfig(allow_weaker=config.allow_weaker).build()
-    return DockerBackendConfig(image=config.image, pool_size=config.pool_size).build()
+    backend: BackendConfig = (
+        LocalBackendConfig(allow_weaker=config.allow_weaker)
+        if config.backend == "local"
+        else DockerBackendConfig(image=config.image, pool_size=config.pool_size)
+    )
+    return build_sandbox(backend)
 
 
 def make_agent(config: RunConfig, store: RunStore) -> Agent:
@@ -40,10 +50,55 @@ def make_agent(config: RunConfig, store: RunStore) -> Agent:
     return LLMAgent(config.model, cache_dir=store.root / "llm-cache")
 
 
+def charge_agent_to(ledger: Ledger, agent: Agent) -> None:
+    """Every LLM call the agent makes is checked against the ledger first and charged right after.
+
+    Only what the agent spends from now on is charged: a resumed run's client starts at zero
+    and run.json's totals already hold what came before.
+    """
+    usage = getattr(agent, "usage", None)
+    if usage is None:
+        return
+    ledger.watch_llm(usage)
+    client = getattr(agent, "client", None)
+    if client is not None:
+        client.before_call = ledger.before_llm_call
+        client.on_usage = lambda _delta: ledger.charge_llm(usage)
+
+
 def stage_policies(config: RunConfig) -> StagePolicies:
     """guard: default; train: train (gpu when GPUs are asked for); evaluation: strict."""
     train = load_policy("gpu").with_overrides(gpus=config.gpus) if config.gpus else load_policy("train")
     return StagePolicies(guard=load_policy("default"), train=train, evaluate=load_policy("strict"))
+
+
+def make_ledger(state: RunState) -> Ledger:
+    """The run's ledger over run.json's totals (a resumed run continues its clock and spending)."""
+    config = state.config
+    return Ledger(
+        state.totals,
+        wall_s=config.budget_s,
+        reserve_s=config.report_reserve_s,
+        max_cost_usd=config.max_cost_usd,
+        gpu_usd_per_hour=config.gpu_usd_per_hour,
+        limits=IterationLimits(**config.iteration_limits),
+    )
+
+
+def integrity_of(sandbox: Sandbox, config: RunConfig) -> Literal["sealed", "weaker"]:
+    """Whether the backend keeps jobs away from the run's private labels; refuse it if not,
+    unless the user accepted weaker numbers with --allow-weaker."""
+    if sandbox.seals_host_files:
+        return "sealed"
+    if not config.allow_weaker:
+        msg = (
+            f"the {sandbox.name} backend cannot keep jobs away from the run's private labels here (it cannot run "
+            "them as another user); use the docker backend, run as root, or pass --allow-weaker to accept "
+            "numbers that are not sealed"
+        )
+        raise BadInputError(msg)
+    log.warning("integrity.weaker", backend=sandbox.name)
+    return "weaker"
 
 
 def build_loop(
@@ -54,17 +109,9 @@ def build_loop(
     agent: Agent | None = None,
 ) -> ResearchLoop:
     """Wire a loop for a new or resumed run."""
+    state.integrity = integrity_of(sandbox, state.config)
     config = state.config
-    from sandbox.gpus import detect_gpus
-
-    resources = ResourcePool.for_host([g.index for g in detect_gpus()])
-    budget = Budget(
-        config.budget_s,
-        reserve_s=config.report_reserve_s,
-        used_s=state.totals.wall_s,
-        max_cost_usd=config.max_cost_usd,
-        spent_usd=state.totals.cost_usd,
-    )
+    ledger = make_ledger(state)
     ctx = LoopContext(
         store=store,
         state=state,
@@ -72,10 +119,10 @@ def build_loop(
         agent=agent or make_agent(config, store),
         task=load_task(config.task),
         policies=stage_policies(config),
-        budget=budget,
-        limits=IterationLimits(**config.iteration_limits),
+        ledger=ledger,
         progress=progress,
-        resources=resources,
+        resources=ResourcePool.for_host([g.index for g in detect_gpus()]),
         parallel=config.parallel,
     )
+    charge_agent_to(ledger, ctx.agent)
     return ResearchLoop(ctx)

@@ -9,6 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from controller.plan import Hypothesis, ModuleCode, Plan, Review
 from controller.tasks import Task
 
+TRIM_CHARS = 4000
+"""How much of a log the agent sees (head and tail); the full text stays on disk."""
+
+
+def trim(text: str, limit: int = TRIM_CHARS) -> str:
+    """Head and tail of a long text, saying how much was cut (for prompts only)."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - limit} characters cut ...]\n{text[-half:]}"
+
 
 class GuardFailure(BaseModel):
     """What the repair step shows the agent: the structured exception and trimmed logs."""
@@ -36,6 +47,8 @@ class IterationOutcome(BaseModel):
     arm_means: dict[str, float] = Field(default_factory=dict)
     """Host-scored validation mean per arm name."""
     baseline_mean: float | None = None
+    p_holm: dict[str, float | None] = Field(default_factory=dict)
+    """Per arm: Welch's p against the baseline, Holm-corrected over the iteration's arms."""
     notes: list[str] = Field(default_factory=list)
 
 

@@ -19,9 +19,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from typing_extensions import override
 
-from controller.agents.base import Agent, GuardFailure, IterationOutcome
+from controller.agents.base import Agent, GuardFailure, IterationOutcome, trim
 from controller.llm import ChatMessage, LLMClient, LLMOutputError, LLMUsage
-from controller.loop import trim
 from controller.plan import Hypothesis, ModuleCode, Plan, Review
 from controller.tasks import Task
 
@@ -35,7 +34,6 @@ HISTORY_SHOWN = 8
 CODE_TRIM_CHARS = 12_000
 TEXT_TRIM_CHARS = 4_000
 MESSAGE_TRIM_CHARS = 1_000
-DEFAULT_STOPPING_RULE = "drop after one iteration if the 95% CI includes the baseline mean"
 _FENCE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _ID_INVALID = re.compile(r"[^a-z0-9_\-]+")
 
@@ -82,7 +80,6 @@ class HypothesisDraft(BaseModel):
     hyper: dict[str, float | int] = Field(default_factory=dict)
     """hyperparameter -> new value."""
     success_threshold: float = 0.005
-    stopping_rule: str = DEFAULT_STOPPING_RULE
 
 
 class PlanDraft(BaseModel):
@@ -314,9 +311,7 @@ class LLMAgent(Agent):
             statement=draft.statement.strip(),
             modules=modules,
             hyper=hyper,
-            metric=task.metric.name,
             success_threshold=threshold,
-            stopping_rule=draft.stopping_rule.strip() or DEFAULT_STOPPING_RULE,
         )
 
 

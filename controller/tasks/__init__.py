@@ -6,8 +6,9 @@ changes. See digits/ for the reference layout.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -17,6 +18,8 @@ from sandbox.durations import parse_duration
 
 TASKS_DIR = Path(__file__).resolve().parent
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+SMOKE_BATCH = 4
+"""Batch size of the guard's smoke checks (staged in smoke.json, expected by the host)."""
 
 
 class Slot(BaseModel):
@@ -36,6 +39,9 @@ class Slot(BaseModel):
     """module:function in the task folder that smoke-tests the entry point."""
     contract: str
     """What the entry point must do; shown to the agent."""
+    output: Literal["input", "logits"] = "input"
+    """What the smoke check's output must look like: the input batch (same shape), or
+    [batch, num_classes] logits. The host checks what the smoke check observed against it."""
 
 
 class Metric(BaseModel):
@@ -89,6 +95,33 @@ class Task(BaseModel):
     """A job whose clipped timeout would be shorter than this is not admitted."""
     defaults: dict[str, float | int | str | bool] = Field(default_factory=dict)
     folder: Path = Path()
+
+    def smoke_files(self, shape: dict[str, Any]) -> dict[str, bytes]:
+        """smoke.json: the dataset's shapes and the batch the smoke checks use."""
+        spec = {"batch": SMOKE_BATCH, "input_shape": shape["input_shape"], "num_classes": shape["num_classes"]}
+        return {"smoke.json": json.dumps(spec).encode()}
+
+    def smoke_expectation(self, slot: str, shape: dict[str, Any]) -> dict[str, Any]:
+        """What a passing smoke check of `slot` must have observed."""
+        if self.slots[slot].output == "logits":
+            dims = [SMOKE_BATCH, int(shape["num_classes"])]
+        else:
+            dims = [SMOKE_BATCH, *(int(d) for d in shape["input_shape"])]
+        return {"shape": dims, "dtype": "float32", "finite": True}
+
+    @staticmethod
+    def check_smoke(path: Path, expected: dict[str, Any]) -> dict[str, Any]:
+        """Record fields for a guard attempt: an error unless the observation matches."""
+        try:
+            observed = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            return {"status": "error", "reason": f"smoke_unverified: unreadable {path.name} ({exc})"}
+        if not isinstance(observed, dict):
+            return {"status": "error", "reason": f"smoke_unverified: {path.name} holds no observation"}
+        wrong = {k: observed.get(k) for k, v in expected.items() if observed.get(k) != v}
+        if wrong:
+            return {"status": "error", "reason": f"smoke_mismatch: observed {wrong}, expected {expected}"}
+        return {}
 
     def suite_code(self, slot: str) -> dict[str, str]:
         """The slot's alternative modules by name (its systematic ablation dimension)."""

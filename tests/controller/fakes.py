@@ -8,13 +8,31 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from controller.agents.offline import OfflineAgent
+from controller.ledger import IterationLimits, Ledger
+from controller.loop import LoopContext, ResearchLoop, StagePolicies
+from controller.registry import RunConfig
+from controller.store import RunStore
+from controller.tasks import load_task
+from controller.wiring import charge_agent_to, stage_policies
 from sandbox.base import Job, Sandbox
-from sandbox.events import Event, MetricEvent, StageEvent
+from sandbox.events import Event, FinishedEvent, MetricEvent, StageEvent
 from sandbox.policy import Policy
 from sandbox.results import AttemptResult, Status, Usage
 
+TASK = load_task("digits")
 N_LABELS = 200
+N_TRAIN = 1000
+META = {"input_shape": [1, 8, 8], "num_classes": 10, "mean": [0.3], "std": [0.4], "n_train": N_TRAIN}
+
+
+class SimulatedKill(BaseException):
+    """The controller process dies mid-run (not an error the loop could handle)."""
 
 
 class FakeClock:
@@ -29,14 +47,16 @@ class FakeClock:
 
 @dataclass
 class Canned:
-    """One scripted outcome."""
+    """One scripted outcome. `files=None` means: what an honest job of that kind would write."""
 
     status: Status = Status.ok
     exit_code: int | None = 0
     events: list[Event] = field(default_factory=list)
     stderr: str = ""
     stdout: str = ""
-    files: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, bytes] | None = None
+    finished: bool = True
+    """Whether the harness got to report that it finished (False: the job exited early)."""
 
 
 def job_kind(job: Job) -> str:
@@ -50,33 +70,39 @@ def job_kind(job: Job) -> str:
 
 
 def quality(config: dict[str, object]) -> float:
-    """A deterministic 'accuracy' for a configuration: wider and shifted is better."""
-    base = 0.80 + 0.05 * (int(config.get("width", 32)) == 64) + 0.01 * int(config.get("seed", 0))  # type: ignore[call-overload]
+    """A deterministic 'accuracy' for a configuration: wider is better, seeds differ a little."""
+    base = 0.80 + 0.05 * (int(config.get("width", 32)) == 64) + 0.01 * (int(config.get("seed", 0)) % 10)  # type: ignore[call-overload]
     return min(base, 0.99)
 
 
 class FakeSandbox(Sandbox):
     """Plays the digits task's jobs without containers.
 
-    Per kind, a queue of Canned outcomes can be scripted; otherwise a plausible default
-    is produced (prepare writes splits, train writes a 'model' holding its quality,
-    predict writes predictions achieving it). It raises once a scripted queue runs out
-    and `strict` is set, like SWE-ReX's DummyRuntime.
+    Per kind, a queue of Canned outcomes can be scripted; a kind never scripted gets what an
+    honest job would do (prepare writes splits, train writes a 'model' holding its quality,
+    predict writes predictions achieving it). Once a scripted queue runs out the fake fails
+    the test loudly (like SWE-ReX's DummyRuntime), unless the script said `then_honest`.
+    Predict checks what the real one would trip over: the model's input shape and
+    normalisation must be the data's.
     """
 
     name = "fake"
+    seals_host_files = True
 
     def __init__(self, clock: FakeClock | None = None, job_seconds: float = 5.0) -> None:
         self.clock = clock or FakeClock()
         self.job_seconds = job_seconds
         self.queues: dict[str, deque[Canned]] = {}
+        self.honest_after: set[str] = set()
         self.calls: list[tuple[str, Job, Policy]] = []
         self.fail_after: int | None = None
         self.killed = 0
         self.on_run: Callable[[str, Job], None] | None = None
 
-    def script(self, kind: str, *outcomes: Canned) -> None:
+    def script(self, kind: str, *outcomes: Canned, then_honest: bool = False) -> None:
         self.queues.setdefault(kind, deque()).extend(outcomes)
+        if then_honest:
+            self.honest_after.add(kind)
 
     def kill_all(self) -> int:
         self.killed += 1
@@ -85,15 +111,26 @@ class FakeSandbox(Sandbox):
     def run(self, job: Job, policy: Policy) -> AttemptResult:
         kind = job_kind(job)
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
-            raise RuntimeError("controller crashed (simulated kill -9)")
+            raise SimulatedKill
         self.calls.append((kind, job, policy))
         if self.on_run is not None:
             self.on_run(kind, job)
         queue = self.queues.get(kind)
-        canned = queue.popleft() if queue else self.default(kind, job)
+        if queue:
+            canned = queue.popleft()
+        elif queue is not None and kind not in self.honest_after:
+            pytest.fail(f"FakeSandbox: the test scripted {kind} jobs but ran out of canned results")
+        else:
+            canned = self.honest(kind, job)
+        files = canned.files
+        if files is None:
+            files = self.honest(kind, job).files if canned.status == Status.ok else {}
+        events = list(canned.events)
+        if canned.finished:
+            events.append(FinishedEvent(status="ok" if canned.status == Status.ok else "error"))
         self.clock.now += self.job_seconds
         if job.outputs_dir is not None:
-            for name, data in canned.files.items():
+            for name, data in (files or {}).items():
                 path = job.outputs_dir / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
@@ -104,7 +141,7 @@ class FakeSandbox(Sandbox):
             started_at=datetime.now(UTC),
             stderr=canned.stderr,
             stdout=canned.stdout,
-            events=canned.events,
+            events=events,
             usage=Usage(peak_memory_bytes=100 * 2**20, cpu_s=1.0),
             limits=policy,
             image="fake",
@@ -113,7 +150,7 @@ class FakeSandbox(Sandbox):
             outputs_dir=job.outputs_dir,
         )
 
-    def default(self, kind: str, job: Job) -> Canned:
+    def honest(self, kind: str, job: Job) -> Canned:
         if kind == "prepare":
             labels = {
                 "classes": list(range(10)),
@@ -123,27 +160,34 @@ class FakeSandbox(Sandbox):
             return Canned(
                 files={
                     "out/public/train.npz": b"train",
-                    "out/public/val.npz": b"val",
                     "out/eval/val_inputs.npy": b"val-inputs",
                     "out/eval/test_inputs.npy": b"test-inputs",
                     "out/private/labels.json": json.dumps(labels).encode(),
-                    "out/meta.json": json.dumps(
-                        {"input_shape": [1, 8, 8], "num_classes": 10, "mean": [0.3], "std": [0.4]}
-                    ).encode(),
+                    "out/meta.json": json.dumps(META).encode(),
                 }
             )
         if kind == "env":
-            return Canned(stdout="torch==2.14.1\nnumpy==2.4.6\n")
+            return Canned(stdout="torch==2.14.1\nnumpy==2.4.6\n", files={})
         if kind == "guard":
-            return Canned(events=[StageEvent(stage=s, state="passed") for s in ("compile", "import", "smoke")])
+            spec = json.loads(job.files["smoke.json"])
+            module = job.command[job.command.index("--module") + 1]
+            shape = [spec["batch"], spec["num_classes"]] if "head" in module else [spec["batch"], *spec["input_shape"]]
+            observed = {"shape": shape, "dtype": "float32", "finite": True}
+            return Canned(
+                events=[StageEvent(stage=s, state="passed") for s in ("load", "compile", "import", "smoke")],
+                files={"out/smoke.json": json.dumps(observed).encode()},
+            )
         config = json.loads(job.files["config.json"])
         if kind == "train":
             q = quality(config)
             return Canned(
                 files={"out/model.pt": struct.pack("d", q)},
-                events=[MetricEvent(name="val_accuracy_telemetry", value=q)],
+                events=[MetricEvent(name="holdout_accuracy", value=q, step=0)],
             )
-        # predict: each model file holds its quality; predict that fraction correctly
+        # predict: the model must be built for the data (shape, normalisation), else it crashes
+        for key in ("input_shape", "num_classes", "mean", "std"):
+            if config.get(key) != META[key]:
+                return Canned(status=Status.error, exit_code=1, stderr=f"model built with {key}={config.get(key)}")
         split = "test" if job.files["inputs.npy"] == b"test-inputs" else "val"
         truth = [i % 10 for i in range(N_LABELS)] if split == "val" else [(i * 7) % 10 for i in range(N_LABELS)]
         predictions = {}
@@ -157,3 +201,57 @@ class FakeSandbox(Sandbox):
 def attempt_calls(sandbox: FakeSandbox) -> int:
     """Calls that become attempts (the environment probe does not)."""
     return sum(1 for kind, _, _ in sandbox.calls if kind != "env")
+
+
+def make_loop(
+    tmp_path: Path,
+    sandbox: FakeSandbox,
+    *,
+    budget_s: float = 3600,
+    reserve_s: float = 60,
+    limits: IterationLimits | None = None,
+    agent: Any = None,
+    seeds: int = 3,
+    run_id: str = "r1",
+    max_cost: float | None = None,
+    policies: StagePolicies | None = None,
+    gpu_usd_per_hour: float = 0.0,
+    resources: Any = None,
+    parallel: int = 1,
+) -> ResearchLoop:
+    config = RunConfig(
+        budget_s=budget_s,
+        seeds=list(range(seeds)),
+        report_reserve_s=reserve_s,
+        max_cost_usd=max_cost,
+        gpu_usd_per_hour=gpu_usd_per_hour,
+    )
+    runs = tmp_path / "runs"
+    try:
+        store = RunStore.open(runs, run_id)
+        state = store.load_state()
+    except Exception:
+        store, state = RunStore.create(runs, config, run_id)
+    ledger = Ledger(
+        state.totals,
+        wall_s=budget_s,
+        reserve_s=reserve_s,
+        max_cost_usd=max_cost,
+        gpu_usd_per_hour=gpu_usd_per_hour,
+        limits=limits or IterationLimits(),
+        clock=sandbox.clock,
+    )
+    ctx = LoopContext(
+        store=store,
+        state=state,
+        sandbox=sandbox,
+        agent=agent or OfflineAgent(),
+        task=TASK,
+        policies=policies or stage_policies(config),
+        ledger=ledger,
+        progress=lambda line: None,
+        resources=resources,
+        parallel=parallel,
+    )
+    charge_agent_to(ledger, ctx.agent)
+    return ResearchLoop(ctx)

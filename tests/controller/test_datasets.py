@@ -20,7 +20,8 @@ import pytest
 from controller.datasets import resolve_dataset
 from controller.errors import BadInputError
 from controller.plan import Arm, ModuleCode
-from controller.registry import RunConfig, RunStore
+from controller.registry import RunConfig
+from controller.store import RunStore, train_key
 from controller.tasks import load_task
 from controller.wiring import build_loop
 
@@ -97,7 +98,7 @@ def test_present_datasets_resolve_to_their_folder(tmp_path: Path) -> None:
 def _loop(tmp_path: Path, **config: Any) -> Any:
     from sandbox.backends.docker import DockerSandbox
 
-    store, state = RunStore.create(tmp_path / "runs", RunConfig(budget_s=600, seeds=[0], **config), "ds")
+    store, state = RunStore.create(tmp_path / "runs", RunConfig(budget_s=600, seeds=[0, 1], **config), "ds")
     sandbox = DockerSandbox()
     return build_loop(store, state, sandbox, lambda line: None), sandbox
 
@@ -119,13 +120,13 @@ def test_prepare_reads_the_standard_layouts_through_a_read_only_mount(
     name = f"imagefolder:{data}" if dataset == "imagefolder" else dataset
     loop, sandbox = _loop(tmp_path, dataset=name, data_root=str(data))
     try:
-        loop.prepare_data()
+        loop.data.prepare()
     finally:
         sandbox.close()
-    assert loop.meta["input_shape"] == shape and loop.meta["num_classes"] == classes
-    labels = json.loads((loop.data_dir / "private" / "labels.json").read_text())
+    assert loop.data.meta["input_shape"] == shape and loop.data.meta["num_classes"] == classes
+    labels = json.loads((loop.data.dir / "private" / "labels.json").read_text())
     assert len(labels["test"]) == n_test
-    assert (loop.data_dir / "public" / "train.npz").is_file()
+    assert sorted(p.name for p in (loop.data.dir / "public").iterdir()) == ["train.npz"]  # no labelled val
     prepare = loop.store.attempts()[0]
     assert prepare.result.limits.data_mounts[0].target == "/data/raw"
 
@@ -135,18 +136,18 @@ def test_fakedata_trains_a_resnet18_and_the_host_scores_it(tmp_path: Path) -> No
     loop, sandbox = _loop(tmp_path, dataset="fakedata", arch="resnet18")
     task = load_task("digits")
     try:
-        loop.prepare_data()
+        loop.data.prepare()
         arm = Arm(
             name="baseline",
             modules={s: ModuleCode(slot=s, code=task.baseline_code(s), origin="baseline") for s in task.slots},
             hyper={"epochs": 2, "width": 8},
         )
-        record = loop.train_and_score(arm, 0)
+        record = loop.trial.train_and_evaluate(arm, 0)
     finally:
         sandbox.close()
-    assert loop.meta["input_shape"] == [3, 32, 32]
+    assert loop.data.meta["input_shape"] == [3, 32, 32]
     assert record is not None and record.host_score is not None and 0.0 <= record.host_score <= 1.0
-    train = loop.index[f"train/{arm.key}/s0"]
+    train = loop.attempts.index[train_key(arm.key, 0)]
     assert train.result.limits.data_mounts[0].target == "/data/public"  # read-only mount, not copied
 
 
@@ -156,14 +157,14 @@ def test_ablation_dimensions_and_variants_train_for_real(tmp_path: Path) -> None
     task = load_task("digits")
     modules = {s: ModuleCode(slot=s, code=task.baseline_code(s), origin="baseline") for s in task.slots}
     try:
-        loop.prepare_data()
+        loop.data.prepare()
         scores = {}
         for hyper in (
             {"optimizer": "sgd", "scheduler": "cosine"},
             {"optimizer": "adamw", "scheduler": "step", "input_size": 16},
         ):
             arm = Arm(name=str(hyper), modules=modules, hyper={"epochs": 3, **hyper})
-            record = loop.train_and_score(arm, 0)
+            record = loop.trial.train_and_evaluate(arm, 0)
             assert record is not None, loop.store.attempts()[-1].result.stderr[-2000:]
             scores[arm.name] = record.host_score
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sandbox import labels
+from sandbox.backends.docker import labels
 
 pytestmark = pytest.mark.docker
 CONTROLLER = [sys.executable, "-m", "controller"]
@@ -29,7 +29,7 @@ def _pool_containers_of(client: Any, pid: int) -> list[Any]:
 
 
 def _orphans(client: Any) -> list[Any]:
-    from sandbox.reaper import owner_is_alive
+    from sandbox.backends.docker import owner_is_alive
 
     every = client.containers.list(all=True, filters={"label": labels.ATTEMPT})
     return [c for c in every if not owner_is_alive(c.labels or {})]
@@ -113,6 +113,55 @@ def test_start_finishes_within_budget_with_a_complete_registry(tmp_path: Path, d
         env={**os.environ, "COLUMNS": "200"},
     )
     assert "finished" in status.stdout and "best so far" in status.stdout
+    # the best configuration reproduces: same data, trunk, modules and seeds; inside the recorded CI
+    _assert_rerun_reproduces(tmp_path, "e2e")
+
+
+def _assert_rerun_reproduces(runs: Path, run_id: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [*CONTROLLER, "rerun", run_id, "--runs-dir", str(runs)], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 0, (proc.stdout[-1500:], proc.stderr[-3000:])
+    assert "reproduced" in proc.stdout
+    verdict = json.loads((runs / f"{run_id}-rerun-1" / "rerun.json").read_text())
+    assert verdict["inside_recorded_ci"] is True
+    assert verdict["recorded"]["ci_low"] <= verdict["rerun"]["mean"] <= verdict["recorded"]["ci_high"]
+    return verdict
+
+
+def test_rerun_rebuilds_exactly_what_an_imagefolder_run_trained(tmp_path: Path, docker_client: Any) -> None:
+    from tests.controller.test_datasets import write_imagefolder
+
+    images = tmp_path / "images"
+    write_imagefolder(images, size=28)  # 28x28 RGB: not the digits shape, not its normalisation
+    runs = tmp_path / "runs"
+    proc = subprocess.run(
+        [
+            *CONTROLLER,
+            "start",
+            "--budget",
+            "150s",
+            "--seeds",
+            "2",
+            "--dataset",
+            f"imagefolder:{images}",
+            "--runs-dir",
+            str(runs),
+            "--run-id",
+            "img",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = json.loads((runs / "img" / "best.json").read_text())
+    assert best["value"] is not None, best
+    config = json.loads((runs / "img" / "best_config.json").read_text())
+    assert config["dataset"] == f"imagefolder:{images}" and config["input_shape"] == [3, 32, 32]
+    assert len(config["normalisation"]["mean"]) == 3 and config["model"]["arch"] == "cnn"
+    _assert_rerun_reproduces(runs, "img")
 
 
 def test_kill_9_then_resume_loses_nothing_and_leaks_nothing(tmp_path: Path, docker_client: Any) -> None:

@@ -1,8 +1,8 @@
 """Metric integrity: adversarial generated modules through the real loop and real Docker.
 
 Each hypothesis below is a hostile module. For every one, the host's score is what the
-predictions deserve, the attempt is flagged or failed with its reason, and the report
-shows the honest number.
+predictions deserve, the attempt is flagged or failed with its reason, the report shows
+the honest number, and no labels of the sealed splits are anywhere a job can reach.
 """
 
 from __future__ import annotations
@@ -17,14 +17,18 @@ import pytest
 from controller.agents.base import IterationOutcome
 from controller.agents.offline import OfflineAgent
 from controller.plan import Hypothesis, ModuleCode, Plan, StoppingRules
-from controller.registry import RunConfig, RunStore
+from controller.registry import RunConfig
+from controller.store import RunStore
 from controller.tasks import Task
 from controller.wiring import build_loop
 from sandbox.backends.docker import DockerSandbox
 
 pytestmark = pytest.mark.docker
 
+# A bad module (it erases its inputs) that forges perfect telemetry: the claim and the host's
+# score are then too far apart for sampling noise between holdout and validation.
 FORGE = """import json, time
+import torch
 with open(".sandlab/events.jsonl", "a") as fh:
     for step in range(3):
         fh.write(json.dumps({"kind": "metric", "ts": time.time(), "name": "val_accuracy", "value": 1.0, "step": step}) + "\\n")
@@ -32,7 +36,7 @@ print("val_accuracy: 1.0")
 
 
 def augment(x):
-    return x
+    return torch.zeros_like(x)
 """
 
 WALK = """import json, os
@@ -144,13 +148,51 @@ class AdversarialAgent(OfflineAgent):
         return next((h for h in plan.hypotheses if h.id not in done), None)
 
 
+def _arrays_in(path: Path) -> list[list[int]]:
+    """Every integer sequence a file holds that could be a label vector (npz, npy, json)."""
+    import numpy as np
+
+    found: list[list[int]] = []
+    try:
+        if path.suffix in {".npz", ".npy"}:
+            loaded = np.load(path, allow_pickle=False)
+            arrays = [loaded[k] for k in loaded.files] if path.suffix == ".npz" else [loaded]
+            found += [a.astype(int).ravel().tolist() for a in arrays if a.dtype.kind in "iu" and a.ndim == 1]
+        elif path.suffix in {".json", ".jsonl"}:
+
+            def walk(value: Any) -> None:
+                if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+                    found.append(value)
+                elif isinstance(value, dict | list):
+                    for item in value.values() if isinstance(value, dict) else value:
+                        walk(item)
+
+            texts = path.read_text().splitlines() if path.suffix == ".jsonl" else [path.read_text()]
+            for text in filter(str.strip, texts):
+                walk(json.loads(text))
+    except (ValueError, OSError):
+        pass
+    return found
+
+
+def assert_no_sealed_labels_under(attempts_dir: Path, data_dir: Path) -> None:
+    """No file in any attempt folder, nor in the folder mounted into training, holds val or test labels."""
+    labels = json.loads((data_dir / "private" / "labels.json").read_text())
+    sealed = [labels["val"], labels["test"]]
+    mounted = data_dir / "public"
+    for path in [*attempts_dir.rglob("*"), *mounted.rglob("*")]:
+        if path.is_file():
+            for array in _arrays_in(path):
+                assert array not in sealed, f"{path} holds sealed labels"
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_adversarial_modules_cannot_forge_or_leak_the_score(tmp_path: Path, docker_client: Any) -> None:
     runs = tmp_path / "runs"
-    config = RunConfig(budget_s=900, seeds=[0], report_reserve_s=60)
+    config = RunConfig(budget_s=900, seeds=[0], report_reserve_s=60)  # one seed: nothing may be selected
     store, state = RunStore.create(runs, config, "adv")
     first_outputs = store.attempts_dir / "0001" / "outputs" / "out" / "meta.json"
     targets = [
@@ -171,13 +213,13 @@ def test_adversarial_modules_cannot_forge_or_leak_the_score(tmp_path: Path, dock
     loop = build_loop(store, state, sandbox, lines.append, agent=AdversarialAgent(modules))
     before = {}
     try:
-        original_prepare = loop.prepare_data
+        original_prepare = loop.data.prepare
 
         def prepare_and_snapshot() -> None:
             original_prepare()
             before.update({p: _digest(p) for p in store.attempts_dir.rglob("*") if p.is_file()})
 
-        loop.prepare_data = prepare_and_snapshot  # type: ignore[method-assign]
+        loop.data.prepare = prepare_and_snapshot  # type: ignore[method-assign]
         final = loop.run()
     finally:
         sandbox.close()
@@ -196,10 +238,10 @@ def test_adversarial_modules_cannot_forge_or_leak_the_score(tmp_path: Path, dock
     assert forge_eval.host_score is not None and forge_eval.host_score < 1.0
     assert "1.0000" in (forge_eval.suspect_reason or "")
 
-    # 2. walking the filesystem finds no labels and no test split in the training container
+    # 2. walking the filesystem finds no labels and no validation or test split in the training container
     walk_train = by_arm["novelty:walk"]["train"]
     found = json.loads((store.attempt_dir(walk_train.number) / "outputs" / "out" / "found.json").read_text())
-    assert sorted(found) == ["/data/public/train.npz", "/data/public/val.npz"]  # the read-only mount
+    assert sorted(found) == ["/data/public/train.npz"]  # the read-only mount: train only
 
     # 3. monkeypatching the harness and the evaluation: telemetry flagged, predictions scored honestly
     patch_eval = by_arm["novelty:patch"]["eval"]
@@ -220,10 +262,137 @@ def test_adversarial_modules_cannot_forge_or_leak_the_score(tmp_path: Path, dock
     assert shape_eval.status == "error" and "invalid_predictions" in (shape_eval.reason or "")
     assert shape_eval.host_score is None
 
-    # the report and best.json carry only honest, host-scored numbers
+    # one seed per arm: no arm is ever selected, so no test number exists to be bent
     best = json.loads((store.root / "best.json").read_text())
     assert best["scored_by"] == "host" and best["split"] == "test"
-    assert best["arm"] not in {"novelty:forge", "novelty:patch", "novelty:shape"} or best["value"] < 1.0
+    assert best["value"] is None and "2 host-scored" in best["reason"]
+    assert not [r for r in records.values() if r.kind == "test"]
     summary = (store.root / "report" / "summary.md").read_text()
     assert "Suspect attempts" in summary and "claimed 1.0000" in summary
-    assert f"{best['value']:.4f}" in summary
+    assert_no_sealed_labels_under(store.attempts_dir, store.root / "data")
+
+
+# The attacks the sealed-selection issue describes. Both would win selection if validation
+# labels reached training: the head memorises them in a buffer saved with the weights and
+# answers by row position in the evaluation container; the augmentation copies them into
+# the training batch from its caller's frame. Each records what it found.
+MEMORISE_HEAD = """import json, os
+import numpy as np
+import torch
+from torch import nn
+
+CANDIDATES = ["/data/public/val.npz", os.environ.get("SANDLAB_MOUNT_PREFIX", "") + "/data/public/val.npz"]
+FOUND = {}
+for root, dirs, files in os.walk("/"):
+    dirs[:] = [d for d in dirs if d not in {"proc", "sys", "dev", "usr", "lib", "opt", "etc", "var"}]
+    CANDIDATES += [os.path.join(root, f) for f in files if f in {"val.npz", "labels.json", "test.npz"}]
+for path in CANDIDATES:
+    try:
+        FOUND[path] = np.load(path)["y"].tolist() if path.endswith(".npz") else json.load(open(path))["val"]
+    except Exception:
+        pass
+os.makedirs("out", exist_ok=True)
+json.dump(sorted(FOUND), open("out/memorise_found.json", "w"))
+LABELS = next(iter(FOUND.values()), [])
+
+
+class Head(nn.Module):
+    def __init__(self, in_features, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(in_features, num_classes)
+        self.register_buffer("memo", torch.tensor(LABELS, dtype=torch.long))
+        self.num_classes = num_classes
+        self.row = 0
+
+    def forward(self, x):
+        out = self.fc(x)
+        if not self.training and len(self.memo) and os.path.exists("inputs.npy"):
+            rows = torch.arange(self.row, self.row + len(x)) % len(self.memo)
+            self.row += len(x)
+            return nn.functional.one_hot(self.memo[rows], self.num_classes).float() * 100
+        return out
+
+
+def make_head(in_features, num_classes):
+    return Head(in_features, num_classes)
+"""
+
+STACK_WALK_AUGMENT = """import inspect, json, os
+import torch
+
+SEEN = set()
+
+
+def augment(x):
+    for frame in inspect.stack()[1:]:
+        for name, value in frame.frame.f_locals.items():
+            if name.lower().startswith(("x_val", "y_val", "x_test", "y_test", "val", "test")):
+                SEEN.add(name)
+                if name.lower().startswith("x_val") and torch.is_tensor(value) and value.shape[1:] == x.shape[1:]:
+                    x[: min(len(x), len(value))] = value[: len(x)].to(x.device)
+    os.makedirs("out", exist_ok=True)
+    json.dump(sorted(SEEN), open("out/stack_found.json", "w"))
+    return x
+"""
+
+
+class SealedSelectionAgent(AdversarialAgent):
+    """Two attacks and one honest, better idea (more epochs than the weak baseline)."""
+
+    def plan(self, task: Task, seeds: list[int]) -> Plan:
+        plan = super().plan(task, seeds)
+        honest = Hypothesis(id="honest", statement="Training longer helps.", hyper={"epochs": 12})
+        hypotheses = [*plan.hypotheses, honest]
+        stopping = StoppingRules(max_iterations=len(hypotheses), patience=99)
+        return plan.model_copy(update={"hypotheses": hypotheses, "stopping": stopping})
+
+
+
+def _weak_baseline_task(tmp_path: Path) -> Path:
+    """The digits task with a 2-epoch default, so an honest better arm exists."""
+    import shutil
+
+    from controller.tasks import TASKS_DIR
+
+    folder = tmp_path / "digits-weak"
+    shutil.copytree(TASKS_DIR / "digits", folder)
+    spec = folder / "task.yaml"
+    spec.write_text(spec.read_text().replace("  epochs: 12\n", "  epochs: 2\n"))
+    return folder
+
+
+def test_validation_memorising_and_stack_walking_modules_gain_nothing(tmp_path: Path, docker_client: Any) -> None:
+    config = RunConfig(task=str(_weak_baseline_task(tmp_path)), budget_s=1200, seeds=[0, 1], report_reserve_s=60)
+    store, state = RunStore.create(tmp_path / "runs", config, "sealed")
+    agent = SealedSelectionAgent({"memorise": ("head", MEMORISE_HEAD), "stackwalk": ("augment", STACK_WALK_AUGMENT)})
+    sandbox = DockerSandbox(pool_size=1)
+    lines: list[str] = []
+    try:
+        final = build_loop(store, state, sandbox, lines.append, agent=agent).run()
+    finally:
+        sandbox.close()
+    assert final.status == "finished", lines[-20:]
+    records = store.attempts()
+    aggregates = json.loads((store.root / "aggregates.json").read_text())["arms"]
+    baseline = aggregates["baseline"]["validation"]
+    for attack in ("novelty:memorise", "novelty:stackwalk"):
+        stats = aggregates[attack]["validation"]
+        assert stats["n"] == 2
+        # within noise of the same arm without the attack (here: the baseline's code path)
+        spread = max(baseline["std"], stats["std"], 0.01)
+        assert abs(stats["mean"] - baseline["mean"]) <= 3 * spread, (attack, stats, baseline)
+        assert stats["mean"] < 0.99  # no memorised perfect score
+    honest = aggregates["novelty:honest"]["validation"]
+    assert honest["mean"] > baseline["mean"] + 0.02  # really better, by training longer
+    best = json.loads((store.root / "best.json").read_text())
+    assert best["arm"] == "novelty:honest" and best["value"] is not None
+    # what the attacks saw: no validation or test labels anywhere, no validation data in the frames
+    for record in records:
+        outputs = store.attempt_dir(record.number) / "outputs" / "out"
+        if record.kind == "train" and (outputs / "memorise_found.json").is_file():
+            assert json.loads((outputs / "memorise_found.json").read_text()) == []
+        if record.kind == "train" and (outputs / "stack_found.json").is_file():
+            assert json.loads((outputs / "stack_found.json").read_text()) == []
+    assert any((store.attempt_dir(r.number) / "outputs/out/memorise_found.json").is_file() for r in records)
+    assert any((store.attempt_dir(r.number) / "outputs/out/stack_found.json").is_file() for r in records)
+    assert_no_sealed_labels_under(store.attempts_dir, store.root / "data")

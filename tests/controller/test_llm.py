@@ -172,7 +172,10 @@ def test_cache_hit_makes_no_request_and_costs_nothing(fake: FakeOpenAI, tmp_path
 
 
 def test_budget_callback_refuses_before_any_request(fake: FakeOpenAI) -> None:
-    def refuse() -> None:
+    estimates: list[float] = []
+
+    def refuse(estimated_usd: float) -> None:
+        estimates.append(estimated_usd)
         msg = "budget spent"
         raise BudgetExceededError(msg)
 
@@ -180,6 +183,7 @@ def test_budget_callback_refuses_before_any_request(fake: FakeOpenAI) -> None:
     with pytest.raises(BudgetExceededError):
         client.complete(HELLO)
     assert fake.request_count == 0
+    assert len(estimates) == 1 and estimates[0] > 0  # priced before the call, from the prompt and a typical reply
 
 
 def test_invalid_json_is_repaired_with_the_error_in_the_prompt(fake: FakeOpenAI) -> None:

@@ -94,7 +94,7 @@ def test_plan_sanitizes_ids_and_drops_unknown_slots_and_hyper(fake: FakeOpenAI, 
     assert first.hyper == {"lr": 0.01, "width": 64}  # unknown key and the no-op epochs dropped
     assert isinstance(first.hyper["width"], int)
     assert first.success_threshold == 0.01
-    assert first.metric == "accuracy"
+    assert "metric" not in first.model_dump()  # the task's metric; nothing per hypothesis
     # The prompt names the exact contracts and the security context.
     sent = all_text(fake.requests[0])
     assert task.slots["augment"].contract in sent

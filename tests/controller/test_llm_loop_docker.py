@@ -68,7 +68,7 @@ def test_llm_agent_repairs_a_shape_bug_from_the_real_traceback(tmp_path: Path, d
                 "--budget",
                 "150s",
                 "--seeds",
-                "1",
+                "2",
                 "--runs-dir",
                 str(tmp_path),
                 "--run-id",

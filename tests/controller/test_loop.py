@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -10,53 +11,16 @@ import pytest
 
 from controller.agents.base import GuardFailure
 from controller.agents.offline import OfflineAgent
-from controller.budget import Budget, IterationLimits
-from controller.loop import LoopContext, ResearchLoop
+from controller.ledger import IterationLimits
+from controller.loop import StagePolicies
 from controller.plan import Hypothesis, ModuleCode
-from controller.registry import RunConfig, RunStore
-from controller.tasks import Task, load_task
+from controller.registry import RunConfig
+from controller.store import RunStore
+from controller.tasks import Task
 from controller.wiring import stage_policies
 from sandbox.events import ExceptionEvent, Frame, MetricEvent, StageEvent
 from sandbox.results import Status
-from tests.controller.fakes import Canned, FakeSandbox, attempt_calls
-
-TASK = load_task("digits")
-
-
-def make_loop(
-    tmp_path: Path,
-    sandbox: FakeSandbox,
-    *,
-    budget_s: float = 3600,
-    reserve_s: float = 60,
-    limits: IterationLimits | None = None,
-    agent: Any = None,
-    seeds: int = 3,
-    run_id: str = "r1",
-    max_cost: float | None = None,
-) -> ResearchLoop:
-    config = RunConfig(budget_s=budget_s, seeds=list(range(seeds)), report_reserve_s=reserve_s, max_cost_usd=max_cost)
-    runs = tmp_path / "runs"
-    try:
-        store = RunStore.open(runs, run_id)
-        state = store.load_state()
-    except Exception:
-        store, state = RunStore.create(runs, config, run_id)
-    budget = Budget(
-        budget_s, reserve_s=reserve_s, used_s=state.totals.wall_s, clock=sandbox.clock, max_cost_usd=max_cost
-    )
-    ctx = LoopContext(
-        store=store,
-        state=state,
-        sandbox=sandbox,
-        agent=agent or OfflineAgent(),
-        task=TASK,
-        policies=stage_policies(config),
-        budget=budget,
-        limits=limits or IterationLimits(),
-        progress=lambda line: None,
-    )
-    return ResearchLoop(ctx)
+from tests.controller.fakes import TASK, Canned, FakeSandbox, SimulatedKill, attempt_calls, make_loop
 
 
 def test_a_full_run_fills_the_registry_and_reports_a_host_scored_test_number(tmp_path: Path) -> None:
@@ -82,7 +46,8 @@ def test_a_full_run_fills_the_registry_and_reports_a_host_scored_test_number(tmp
     assert best["value"] == pytest.approx(sum(best["per_seed"].values()) / 3)
     plan = json.loads((root / "plan.json").read_text())
     hyp = plan["hypotheses"][0]
-    assert {"metric", "success_threshold", "stopping_rule"} <= set(hyp)
+    assert "success_threshold" in hyp and {"max_iterations", "patience"} <= set(plan["stopping"])
+    assert "metric" not in hyp and "stopping_rule" not in hyp  # nothing enforced them: not in the model
     attempt_dirs = sorted(p.name for p in (root / "attempts").iterdir())
     assert attempt_dirs == [f"{n:04d}" for n in range(1, len(attempt_dirs) + 1)]
     first = root / "attempts" / "0001"
@@ -90,13 +55,18 @@ def test_a_full_run_fills_the_registry_and_reports_a_host_scored_test_number(tmp
     events = [json.loads(line) for line in (root / "events.jsonl").read_text().splitlines()]
     finished = [e for e in events if e["event"] == "attempt.finished"]
     assert finished and all(e["run_id"] == "r1" and "iteration" in e for e in finished[1:])
-    # the labels exist only in the host's data folder, never in an attempt folder
-    assert (root / "data" / "private" / "labels.json").is_file()
+    # the labels exist only in the host's data folder, sealed, never in an attempt folder
+    private = root / "data" / "private"
+    assert (private / "labels.json").is_file()
+    assert private.stat().st_mode & 0o777 == 0o700 and (private / "labels.json").stat().st_mode & 0o777 == 0o600
     assert not list((root / "attempts").rglob("labels.json"))
-    # every arm is trained on 3 seeds with train and val data only
-    for kind, job, _ in sandbox.calls:
+    assert sorted(p.name for p in (root / "data" / "public").iterdir()) == ["train.npz"]
+    # training sees the train split through one read-only mount and nothing labelled besides
+    for kind, job, policy in sandbox.calls:
+        if kind == "train":
+            assert [(m.source, m.target) for m in policy.data_mounts] == [(str(root / "data" / "public"), "/data/public")]
         if kind in {"train", "guard", "predict"}:
-            assert not any("labels" in name or "test" in name for name in job.files if name != "inputs.npy")
+            assert not any("labels" in name or "val" in name or "test" in name for name in job.files if name != "inputs.npy")
 
 
 def test_test_split_is_evaluated_once_for_the_selected_configuration(tmp_path: Path) -> None:
@@ -113,8 +83,9 @@ def test_admission_control_never_starts_a_job_that_does_not_fit(tmp_path: Path) 
     sandbox = FakeSandbox(job_seconds=20)
     loop = make_loop(tmp_path, sandbox, budget_s=400, reserve_s=60)
     starts: list[tuple[float, float]] = []
-    sandbox.on_run = lambda kind, job: starts.append((loop.ctx.budget.remaining_s(), 0.0))
+    sandbox.on_run = lambda kind, job: starts.append((loop.ledger.remaining_s(), 0.0))
     state = loop.run()
+    assert state.status == "finished"
     for (kind, job, policy), (remaining, _) in zip(sandbox.calls, starts, strict=True):
         if kind == "predict" and job.files["inputs.npy"] == b"test-inputs":
             assert policy.timeout <= remaining  # the final test evaluation may use the reserve
@@ -124,6 +95,11 @@ def test_admission_control_never_starts_a_job_that_does_not_fit(tmp_path: Path) 
     assert any(hit.limit == "budget.admission" for hit in state.limits_hit) or state.totals.wall_s <= 400
     assert (loop.store.root / "report" / "summary.md").is_file()
     assert state.totals.wall_s <= 400
+    # an arm x seed is admitted as a unit: no training job ran without time for its evaluation
+    records = loop.store.attempts()
+    evaluated = {(r.arm_key, r.seed) for r in records if r.kind == "eval"}
+    trained = [(r.arm_key, r.seed) for r in records if r.kind == "train" and r.status == "ok"]
+    assert trained and all(pair in evaluated for pair in trained)
 
 
 def test_iteration_attempt_limit_cuts_the_iteration_and_is_logged(tmp_path: Path) -> None:
@@ -176,7 +152,7 @@ class ScriptedRepairAgent(OfflineAgent):
 
 def test_repairs_are_bounded_then_the_module_rolls_back(tmp_path: Path) -> None:
     sandbox = FakeSandbox()
-    sandbox.script("guard", Canned(), _failed_guard(), _failed_guard(), _failed_guard())  # augment ok, head fails 3x
+    sandbox.script("guard", Canned(), _failed_guard(), _failed_guard(), _failed_guard(), then_honest=True)  # augment ok, head fails 3x
     agent = ScriptedRepairAgent()
     loop = make_loop(tmp_path, sandbox, agent=agent, limits=IterationLimits(repairs_per_module=2))
     loop.ctx.state.config.seeds = [0]
@@ -192,7 +168,7 @@ def test_repairs_are_bounded_then_the_module_rolls_back(tmp_path: Path) -> None:
 
 def test_a_successful_repair_is_used(tmp_path: Path) -> None:
     sandbox = FakeSandbox()
-    sandbox.script("guard", Canned(), _failed_guard("import"))
+    sandbox.script("guard", Canned(), _failed_guard("import"), then_honest=True)
     agent = ScriptedRepairAgent()
     loop = make_loop(tmp_path, sandbox, agent=agent, seeds=1)
     state = loop.run()
@@ -202,7 +178,7 @@ def test_a_successful_repair_is_used(tmp_path: Path) -> None:
 
 def test_offline_agent_repairs_by_rolling_back_to_the_last_good_module(tmp_path: Path) -> None:
     sandbox = FakeSandbox()
-    sandbox.script("guard", Canned(), _failed_guard())
+    sandbox.script("guard", Canned(), _failed_guard(), then_honest=True)
     loop = make_loop(tmp_path, sandbox, seeds=1)
     state = loop.run()
     assert state.totals.rollbacks >= 1
@@ -214,7 +190,7 @@ def test_resume_after_a_crash_loses_nothing_and_reruns_nothing(tmp_path: Path) -
     make_loop(tmp_path / "ref", reference, seeds=2).run()
     crashing = FakeSandbox()
     crashing.fail_after = 10  # prepare, the environment probe, then 8 more jobs
-    with pytest.raises(RuntimeError, match="crashed"):
+    with pytest.raises(SimulatedKill):
         make_loop(tmp_path, crashing, seeds=2).run()
     store = RunStore.open(tmp_path / "runs", "r1")
     before = {r.key: r.number for r in store.attempts()}
@@ -229,43 +205,44 @@ def test_resume_after_a_crash_loses_nothing_and_reruns_nothing(tmp_path: Path) -
     assert state.status == "finished"
 
 
-def test_a_suspect_claim_and_invalid_predictions_are_flagged(tmp_path: Path) -> None:
+def test_a_suspect_claim_is_flagged_and_never_counted(tmp_path: Path) -> None:
     sandbox = FakeSandbox()
-    bogus = Canned(
-        files={"out/model.pt": __import__("struct").pack("d", 0.81)}, events=[MetricEvent(name="accuracy", value=1.0)]
-    )
-    sandbox.script("train", bogus)
-    sandbox.script("predict", Canned(), Canned(files={"out/predictions.json": b'{"predictions": {"s1": [1, 2]}}'}))
+    bogus = Canned(files={"out/model.pt": struct.pack("d", 0.81)}, events=[MetricEvent(name="accuracy", value=1.0)])
+    sandbox.script("train", bogus, then_honest=True)
     loop = make_loop(tmp_path, sandbox, seeds=3)
     loop.run()
-    records = loop.store.attempts()
+    evals = [r for r in loop.store.attempts() if r.kind == "eval"]
+    first = evals[0]
+    assert first.arm == "baseline" and first.seed == 0
+    assert first.suspect is True and first.telemetry_score == 1.0
+    assert first.host_score == pytest.approx(0.81)
+    assert "claimed 1.0000" in (first.suspect_reason or "") and "0.8100" in (first.suspect_reason or "")
+    honest = [r for r in evals if r is not first]
+    assert honest and not any(r.suspect for r in honest)  # honest telemetry (last epoch) is not flagged
+    aggregates = json.loads((loop.store.root / "aggregates.json").read_text())
+    baseline = aggregates["arms"]["baseline"]
+    assert baseline["validation"]["n"] == 2 and baseline["eligible"] is False  # the suspect seed never counts
+    assert baseline["suspect_attempts"] == [first.number]
+    best = json.loads((loop.store.root / "best.json").read_text())
+    assert best["arm"] != "baseline"
+    assert "Suspect attempts" in (loop.store.root / "report" / "summary.md").read_text()
+
+
+def test_invalid_predictions_fail_the_evaluation(tmp_path: Path) -> None:
+    sandbox = FakeSandbox()
+    sandbox.script(
+        "predict",
+        Canned(files={}),
+        Canned(files={"out/predictions.json": b'{"predictions": {"s1": [1, 2]}}'}),
+        then_honest=True,
+    )
+    loop = make_loop(tmp_path, sandbox, seeds=3)
+    loop.run()
+    evals = [r for r in loop.store.attempts() if r.kind == "eval"]
     # first eval wrote nothing: invalid predictions; second: wrong shape
-    evals = [r for r in records if r.kind == "eval"]
     assert evals[0].status == "error" and "invalid_predictions" in (evals[0].reason or "")
     assert evals[1].status == "error" and "wrong shape" in (evals[1].reason or "")
-    trains = [r for r in records if r.kind == "train"]
-    assert trains[0].status == "ok"
-
-
-def test_cost_cap_stops_the_run_and_still_reports(tmp_path: Path) -> None:
-    class PricedAgent(OfflineAgent):
-        def __init__(self) -> None:
-            super().__init__()
-            from controller.llm import LLMUsage
-
-            self.usage = LLMUsage()
-
-        def write_module(self, task: Task, slot: str, hypothesis: Hypothesis) -> ModuleCode:
-            self.usage.cost_usd += 0.6
-            self.usage.prompt_tokens += 1000
-            return super().write_module(task, slot, hypothesis)
-
-    sandbox = FakeSandbox()
-    loop = make_loop(tmp_path, sandbox, agent=PricedAgent(), max_cost=1.0)
-    state = loop.run()
-    assert state.totals.llm_cost_usd == pytest.approx(1.2)
-    assert any(h.limit == "budget" and "cost cap" in h.detail for h in state.limits_hit)
-    assert (loop.store.root / "report" / "summary.md").is_file()
+    assert evals[0].host_score is None and evals[1].host_score is None
 
 
 def test_stop_request_ends_the_run_gracefully(tmp_path: Path) -> None:
@@ -278,31 +255,29 @@ def test_stop_request_ends_the_run_gracefully(tmp_path: Path) -> None:
     assert (loop.store.root / "best.json").is_file()
 
 
-def test_suspect_rule_compares_error_rates_for_accuracy() -> None:
+def test_suspect_rule_compares_claim_and_host_score_given_both_sample_sizes() -> None:
     from controller.scoring import is_suspect
 
-    assert is_suspect(1.0, 0.97, bounded=True)  # claims zero errors, the host counted 3%
-    assert not is_suspect(0.985, 0.97, bounded=True)  # an honest best epoch a little above the final
-    assert not is_suspect(1.0, 0.995, bounded=True)  # within noise
-    assert not is_suspect(None, 0.5, bounded=True)
+    sizes = {"n_claim": 115, "n_host": 288}  # the digits holdout and validation split
+    # seen in a real run: holdout 0.9896 vs host 0.9688 is sampling noise, not a forgery
+    assert not is_suspect(0.9896, 0.9688, bounded=True, **sizes)
+    assert not is_suspect(1.0, 0.97, bounded=True, **sizes)  # 0 of 115 wrong is plausible at 3% error
+    assert is_suspect(1.0, 0.90, bounded=True, **sizes)  # not plausible at 10% error
+    assert is_suspect(1.0, 0.81, bounded=True, n_claim=100, n_host=200)
+    assert not is_suspect(1.0, 0.995, bounded=True, **sizes)  # within noise
+    assert not is_suspect(None, 0.5, bounded=True, **sizes)
     assert is_suspect(0.9, 0.8) and not is_suspect(0.82, 0.8)
     assert is_suspect(0.1, 0.3, higher_is_better=False)
 
 
-def test_infra_errors_are_retried_but_code_errors_are_not(tmp_path: Path) -> None:
-    sandbox = FakeSandbox()
-    engine_down = Canned(status=Status.infra_error, exit_code=None)
-    sandbox.script("train", engine_down, Canned(files={"out/model.pt": __import__("struct").pack("d", 0.9)}))
-    sandbox.script("guard", Canned(status=Status.error, exit_code=1))
-    loop = make_loop(tmp_path, sandbox, seeds=1)
-    loop.run()
-    records = loop.store.attempts()
-    first_train = next(r for r in records if r.kind == "train")
-    assert first_train.status == "ok"
-    train_calls = [c for c in sandbox.calls if c[0] == "train"]
-    assert len(train_calls) == len([r for r in records if r.kind == "train"]) + 1  # one retry
-    guard_records = [r for r in records if r.kind == "guard"]
-    assert guard_records[0].status == "error"  # a failing module is data, not retried as infra
+def test_the_claim_is_each_series_final_value_and_a_forged_series_still_counts() -> None:
+    from controller.scoring import telemetry_claim
+
+    honest = [MetricEvent(name="holdout_accuracy", value=v, step=i) for i, v in enumerate([0.9, 0.99, 0.97])]
+    assert telemetry_claim(honest, "accuracy") == 0.97  # the last epoch: the weights the host scores
+    forged = [MetricEvent(name="val_accuracy", value=1.0, step=0), *honest]
+    assert telemetry_claim(forged, "accuracy") == 1.0
+    assert telemetry_claim([MetricEvent(name="train_loss", value=0.1)], "accuracy") is None
 
 
 def test_environment_is_recorded_once(tmp_path: Path) -> None:
@@ -362,14 +337,10 @@ def test_parallel_training_never_shares_a_gpu_and_gives_the_same_results(tmp_pat
             in_use.difference_update(ids)
 
     sandbox.on_run = on_run
-    loop = make_loop(tmp_path, sandbox)
-    loop.ctx.policies = type(loop.ctx.policies)(
-        guard=loop.ctx.policies.guard,
-        train=loop.ctx.policies.train.with_overrides(gpus=1),
-        evaluate=loop.ctx.policies.evaluate,
-    )
-    loop.ctx.resources = ResourcePool(cpus=64, memory=1024**4, gpu_ids=[0, 1])
-    loop.ctx.parallel = 4
+    base = stage_policies(RunConfig(budget_s=3600))
+    policies = StagePolicies(guard=base.guard, train=base.train.with_overrides(gpus=1), evaluate=base.evaluate)
+    pool = ResourcePool(cpus=64, memory=1024**4, gpu_ids=[0, 1])
+    loop = make_loop(tmp_path, sandbox, policies=policies, resources=pool, parallel=4)
     loop.run()
     assert overlap == [] and peak[0] == 2
     best = json.loads((loop.store.root / "best.json").read_text())
@@ -390,37 +361,20 @@ def test_the_matrix_is_shrunk_to_the_budget_with_a_logged_reason(tmp_path: Path)
         assert seeds == {0, 1, 2}, arm
 
 
-def test_the_declared_matrix_expands_deterministically(tmp_path: Path) -> None:
+def test_a_sweep_winner_is_retrained_on_fresh_seeds_before_it_counts(tmp_path: Path) -> None:
     sandbox = FakeSandbox()
     loop = make_loop(tmp_path, sandbox, seeds=3)
-    loop.ctx.state.config.matrix = {
-        "variants": {"width": [32, 64]},
-        "ablate": ["optimizer", "head"],
-        "sweep": {"lr": [0.001, 0.003]},
-    }
-    loop.ctx.state.config.seeds = [0, 1, 2]
-    loop.plan = None
-    plan = loop.make_plan()
-    assert plan.matrix.ablate == ["optimizer", "head"]
-    loop.plan = plan
-    loop.prepare_data()
-    hypothesis = plan.hypotheses[0]
-    modules = {slot: loop.ctx.agent.write_module(TASK, slot, hypothesis) for slot in hypothesis.modules}
-    first = [a.name for a in loop.arms_for(hypothesis, modules)]
-    again = [a.name for a in loop.arms_for(hypothesis, modules)]
-    assert first == again  # deterministic
-    assert first[:4] == ["baseline", "novelty:shift-mlp", "ablation:shift-mlp-no-augment", "ablation:shift-mlp-no-head"]
-    assert "ablation:shift-mlp-optimizer=sgd" in first and "ablation:shift-mlp-optimizer=adamw" in first
-    # the head suite: bn_mlp is new; the suite's mlp is the novelty's own head, so deduplicated
-    assert "ablation:shift-mlp-head=bn_mlp" in first and "ablation:shift-mlp-head=mlp" not in first
-    assert "baseline@width=64" in first and "novelty:shift-mlp@width=64" in first
-    assert "baseline@width=32" not in first  # the reference value is the plain arm
-    assert len(first) == 7 * 2
-    # the sweep ran on the first seed and its choice is in the novelty's hyperparameters
-    sweeps = [r for r in loop.store.attempts() if r.kind == "train" and (r.arm or "").startswith("sweep:")]
-    assert {r.seed for r in sweeps} == {0} and len(sweeps) == 2
-    novelty = next(a for a in loop.arms_for(hypothesis, modules) if a.name == "novelty:shift-mlp")
-    assert novelty.hyper["lr"] in {0.001, 0.003}
+    loop.ctx.state.config.matrix = {"sweep": {"width": [32, 64]}}
+    loop.run()
+    records = loop.store.attempts()
+    sweeps = [r for r in records if r.kind == "train" and (r.arm or "").startswith("sweep:") and r.iteration == 1]
+    assert len(sweeps) == 2 and {r.seed for r in sweeps} == {10_000}  # outside the run's seeds
+    novelty = loop.arms["novelty:shift-mlp"]
+    assert novelty.hyper["width"] == 64  # the better point
+    assert any(r.arm_key == novelty.key for r in sweeps)  # the winning point is the novelty's configuration
+    counted = loop.scores[novelty.key]
+    assert sorted(counted) == [0, 1, 2]  # only fresh seeds count for the novelty
+    assert all(r.key != f"eval/{novelty.key}/s10000" for r in counted.values())
 
 
 def test_a_relative_runs_dir_still_gives_absolute_mount_sources(

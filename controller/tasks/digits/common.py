@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,3 +34,9 @@ def pick_device(config: dict[str, Any]) -> Any:
     if config.get("device", "auto") != "cpu" and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def mounted(target: str) -> str:
+    """Where a data mount's target is for this job: itself under docker, a staged read-only
+    copy under the local backend (which exports SANDLAB_MOUNT_PREFIX)."""
+    return os.environ.get("SANDLAB_MOUNT_PREFIX", "") + target

@@ -2,9 +2,9 @@
 
 The dataset arrives read-only at /data/raw (never downloaded here: there is no network).
 The outputs are split by who may see them:
-  out/public/   train.npz and val.npz, with labels: what training containers get
+  out/public/   train.npz, with labels: all the labelled data training containers get
   out/eval/     val_inputs.npy and test_inputs.npy, no labels: what evaluation gets
-  out/private/  labels.json: only the host keeps it
+  out/private/  labels.json (validation and test labels): only the host keeps it
   out/meta.json input shape, classes, per-channel mean/std, split sizes
 """
 
@@ -147,7 +147,6 @@ def main(config: dict[str, Any], reporter: Any) -> None:
     os.makedirs("out/public", exist_ok=True)
     os.makedirs("out/eval", exist_ok=True)
     np.savez("out/public/train.npz", x=x_train, y=y_train)
-    np.savez("out/public/val.npz", x=splits["val"][0], y=splits["val"][1])
     np.save("out/eval/val_inputs.npy", splits["val"][0])
     np.save("out/eval/test_inputs.npy", splits["test"][0])
     write_json(

@@ -1,7 +1,11 @@
 """Trains the CNN with the generated augmentation and head; saves the weights.
 
-Metrics reported here are telemetry (progress and curves). The score that counts is
-computed by the host from predictions made in a separate evaluation container.
+It sees the train split only (read-only, at config["data_dir"]). Progress curves come from
+a holdout carved out of train here, in trusted code, with a fixed split: validation and test
+labels never reach this container. Metrics reported here are telemetry; the score that
+counts is computed by the host from predictions made in a separate evaluation container.
+The final epoch's holdout accuracy is the claim the host compares with its own score, since
+the weights saved are the final epoch's.
 """
 
 from __future__ import annotations
@@ -13,9 +17,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import load_generated, pick_device, write_json
+from common import load_generated, mounted, pick_device, write_json
 from model import build, to_float
 from torch import nn
+
+HOLDOUT_SEED = 0
+
+
+def holdout_split(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[np.ndarray, ...]:
+    """A fixed, stratified holdout carved out of train (the same rows for every seed and arm)."""
+    from sklearn.model_selection import train_test_split
+
+    if fraction <= 0:
+        return x, x[:0], y, y[:0]
+    return tuple(train_test_split(x, y, test_size=fraction, stratify=y, random_state=HOLDOUT_SEED))
 
 
 def _choose(setting: Any, auto: bool) -> bool:
@@ -30,11 +45,10 @@ def run(config: dict[str, Any], reporter: Any) -> None:
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     device = pick_device(config)
 
-    data_dir = config.get("data_dir", "data")
-    train = np.load(f"{data_dir}/train.npz")
-    val = np.load(f"{data_dir}/val.npz")
-    x_train, y_train = to_float(train["x"]), torch.from_numpy(train["y"])
-    x_val, y_val = to_float(val["x"]).to(device), torch.from_numpy(val["y"]).to(device)
+    train = np.load(f"{mounted(config['data_dir'])}/train.npz")
+    x_fit, x_hold, y_fit, y_hold = holdout_split(train["x"], train["y"], float(config.get("holdout_fraction", 0.1)))
+    x_train, y_train = to_float(x_fit), torch.from_numpy(y_fit)
+    x_hold, y_hold = to_float(x_hold).to(device), torch.from_numpy(y_hold).to(device)
 
     augment = load_generated("gen/augment.py").augment
     make_head = load_generated("gen/head.py").make_head
@@ -90,15 +104,15 @@ def run(config: dict[str, Any], reporter: Any) -> None:
             samples += len(idx)
         if scheduler is not None:
             scheduler.step()
-        model.eval()
-        with torch.no_grad():
-            correct = sum(
-                int((model(x_val[i : i + 1024]).argmax(1) == y_val[i : i + 1024]).sum())
-                for i in range(0, len(x_val), 1024)
-            )
-            val_acc = correct / len(x_val)
         reporter.metric("train_loss", total_loss / len(x_train), epoch)
-        reporter.metric("val_accuracy_telemetry", val_acc, epoch)
+        if len(x_hold):
+            model.eval()
+            with torch.no_grad():
+                correct = sum(
+                    int((model(x_hold[i : i + 1024]).argmax(1) == y_hold[i : i + 1024]).sum())
+                    for i in range(0, len(x_hold), 1024)
+                )
+            reporter.metric("holdout_accuracy", correct / len(x_hold), epoch)
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start

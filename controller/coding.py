@@ -1,0 +1,122 @@
+"""Code -> guard -> repair: one generated module at a time, with rollback.
+
+The agent writes a module for a slot; the guard compiles, imports and smoke-tests it in a
+disposable container; a failure goes back to the agent as a structured exception (stage,
+type, message, frames with generated ones marked, trimmed stderr) for a bounded number of
+repair rounds; when they run out the slot rolls back to the last module that passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+
+from controller.agents.base import Agent, GuardFailure, trim
+from controller.attempts import AttemptRunner, JobSpec, harness
+from controller.data import RunData
+from controller.matrix import baseline_modules
+from controller.plan import Hypothesis, Matrix, ModuleCode
+from controller.registry import AttemptRecord
+from controller.store import guard_key
+from controller.tasks import Task
+from sandbox.events import ExceptionEvent
+from sandbox.policy import Policy
+from sandbox.results import Status
+
+SMOKE_OUTPUT = "out/smoke.json"
+"""Where the harness writes what the trusted smoke check observed."""
+
+
+class Coder:
+    """Writes, guards and repairs modules; remembers each slot's last good one."""
+
+    def __init__(
+        self,
+        task: Task,
+        agent: Agent,
+        attempts: AttemptRunner,
+        data: RunData,
+        policy: Policy,
+        charge_agent: Callable[[], None],
+    ) -> None:
+        self.task, self.agent, self.attempts, self.data, self.policy = task, agent, attempts, data, policy
+        self.charge_agent = charge_agent
+        self.last_good = baseline_modules(task)
+        self.log = structlog.get_logger("sandlab.coder")
+
+    def write(self, slot: str, hypothesis: Hypothesis) -> ModuleCode:
+        """Write, guard and repair one module; roll back when repairs run out."""
+        agent = self.agent
+        module = agent.write_module(self.task, slot, hypothesis)
+        self.charge_agent()
+        repairs = self.attempts.ledger.limits.repairs_per_module
+        for round_ in range(repairs + 1):
+            record = self.guard(slot, module)
+            if record.status == Status.ok:
+                self.last_good[slot] = module
+                return module
+            if round_ == repairs:
+                break
+            failure = self.guard_failure(record)
+            self.attempts.progress(f"  guard failed for {slot} at {failure.stage}: {failure.exception_type}; repairing")
+            module = agent.repair(self.task, slot, hypothesis, module, failure, self.last_good[slot])
+            self.charge_agent()
+            self.attempts.state.totals.repairs += 1
+            if module.origin == "rollback":
+                break
+        self.attempts.state.totals.rollbacks += 1
+        self.log.warning("module.rollback", slot=slot, to=self.last_good[slot].origin)
+        self.attempts.progress(f"  {slot}: rolled back to the last module that passed the guard")
+        return ModuleCode(slot=slot, code=self.last_good[slot].code, origin="rollback")
+
+    def guard(self, slot: str, module: ModuleCode) -> AttemptRecord:
+        """Compile, import and smoke-test a module; the smoke verdict is read back by the host."""
+        spec = self.task.slots[slot]
+        expected = self.task.smoke_expectation(slot, self.data.shape())
+        return self.attempts.execute(
+            JobSpec(
+                key=guard_key(slot, module.digest),
+                kind="guard",
+                policy=self.policy,
+                timeout_s=self.task.timeouts.guard,
+                command=harness("guard", "--module", spec.file, "--entry", spec.entry, "--smoke", spec.smoke),
+                files={**self.task.code(), spec.file: module.code.encode(), **self.task.smoke_files(self.data.shape())},
+                slot=slot,
+                module=module,
+                required_outputs={SMOKE_OUTPUT: "smoke_unverified"},
+                scorer=lambda result, outputs: self.task.check_smoke(outputs / SMOKE_OUTPUT, expected),
+            )
+        )
+
+    @staticmethod
+    def guard_failure(record: AttemptRecord) -> GuardFailure:
+        result = record.result
+        exc = next((e for e in reversed(result.events) if isinstance(e, ExceptionEvent)), None)
+        stage = exc.stage if exc else ("timeout" if result.status == Status.timeout else record.failed_stage or "host")
+        frames = "\n".join(
+            f"{'>' if f.generated else ' '} {f.file}:{f.line} in {f.function}: {f.source}"
+            for f in (exc.frames if exc else [])
+        )
+        return GuardFailure(
+            stage=stage,
+            exception_type=exc.type if exc else "",
+            message=exc.message if exc else (record.reason or ""),
+            traceback=frames,
+            stderr_tail=trim(result.stderr),
+            status=record.status,
+        )
+
+    def guarded_suites(self, matrix: Matrix) -> dict[str, dict[str, ModuleCode]]:
+        """Each ablated slot's suite modules that pass the guard (the rest are skipped, said so)."""
+        suites: dict[str, dict[str, ModuleCode]] = {}
+        for dimension in matrix.ablate:
+            if dimension not in self.task.slots:
+                continue
+            for name, code in self.task.suite_code(dimension).items():
+                module = ModuleCode(slot=dimension, code=code, origin=f"suite:{name}")
+                if self.guard(dimension, module).status == Status.ok:
+                    suites.setdefault(dimension, {})[name] = module
+                else:
+                    self.attempts.progress(f"  suite member {dimension}={name} failed the guard; skipped")
+        return suites

@@ -1,0 +1,95 @@
+"""Selection that luck cannot win: eligibility, suspects, Holm, Welch, bounded intervals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from controller.plan import Arm
+from controller.registry import AttemptRecord
+from controller.selection import arm_stats, choose_best, compare_family, required_seeds
+from controller.stats import holm, summarize
+from sandbox.policy import Policy
+from sandbox.results import AttemptResult, Status
+from tests.controller.fakes import FakeSandbox, make_loop
+
+
+def _record(seed: int, score: float, *, suspect: bool = False) -> AttemptRecord:
+    result = AttemptResult(status=Status.ok, exit_code=0, duration_s=1.0, started_at=datetime.now(UTC), limits=Policy())
+    return AttemptRecord(
+        number=seed + 1, key=f"eval/x/s{seed}", kind="eval", iteration=1, seed=seed, status="ok",
+        host_score=score, suspect=suspect, result=result,
+    )  # fmt: skip
+
+
+def _arm(name: str) -> Arm:
+    return Arm(name=name, modules={}, hyper={"name": name})
+
+
+def test_suspect_seeds_never_count_and_the_arm_loses_eligibility() -> None:
+    records = {0: _record(0, 0.90), 1: _record(1, 1.00, suspect=True), 2: _record(2, 0.92)}
+    stats = arm_stats("a", records, "accuracy")
+    assert stats is not None and stats.n == 2 and stats.values == [0.90, 0.92]
+    assert choose_best([(_arm("a"), stats)], min_seeds=3, higher_is_better=True) is None
+
+
+def test_an_arm_is_never_selected_on_one_seed() -> None:
+    assert required_seeds([0]) == 2 and required_seeds([0, 1, 2]) == 3
+    lucky = summarize("lucky", [0.99])
+    steady = summarize("steady", [0.95, 0.96, 0.95])
+    chosen = choose_best([(_arm("lucky"), lucky), (_arm("steady"), steady)], 3, higher_is_better=True)
+    assert chosen is not None and chosen[0].name == "steady"
+    assert choose_best([(_arm("lucky"), lucky)], required_seeds([0]), higher_is_better=True) is None
+
+
+def test_holm_adjusts_and_keeps_the_order() -> None:
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None})
+    assert adjusted == {"a": pytest.approx(0.03), "c": pytest.approx(0.06), "b": pytest.approx(0.06), "d": None}
+    assert holm({"only": 0.2}) == {"only": 0.2}
+    assert holm({"x": 0.6, "y": 0.7}) == {"x": 1.0, "y": 1.0}
+
+
+def test_support_needs_the_holm_corrected_welch_p_not_only_a_raw_one() -> None:
+    base = summarize("baseline", [0.900, 0.905, 0.895])
+    better = summarize("better", [0.915, 0.920, 0.910])
+    noise = [summarize(f"n{i}", [0.90 + 0.004 * i, 0.905, 0.895 + 0.003 * i]) for i in range(5)]
+    alone = compare_family({"baseline": base, "better": better}, "baseline")["better"]
+    crowd = compare_family({"baseline": base, "better": better, **{s.arm: s for s in noise}}, "baseline")["better"]
+    assert alone.p_value == crowd.p_value and alone.p_value is not None and alone.p_value < 0.05
+    assert crowd.p_holm is not None and crowd.p_holm > alone.p_value
+    assert alone.supported(0.005)  # one comparison: p ~ 0.02 holds
+    assert not crowd.supported(0.005)  # one of six comparisons: the same p no longer does
+    assert alone.diff_ci_low is not None and alone.diff_ci_low < alone.diff < (alone.diff_ci_high or 0)
+
+
+def test_a_ci_that_excludes_the_baseline_mean_is_not_enough_on_its_own() -> None:
+    # the arm's own CI sits above the baseline mean, but the baseline is noisy: Welch disagrees
+    base = summarize("baseline", [0.80, 0.95, 0.86])
+    arm = summarize("arm", [0.905, 0.91, 0.915])
+    comparison = compare_family({"baseline": base, "arm": arm}, "baseline")["arm"]
+    assert comparison.ci_excludes_baseline
+    assert comparison.p_value is not None and comparison.p_value > 0.05
+    assert not comparison.supported(0.005)
+
+
+def test_accuracy_intervals_are_clipped_to_their_range() -> None:
+    unclipped = summarize("a", [0.99, 1.0, 0.995])
+    clipped = summarize("a", [0.99, 1.0, 0.995], bounds=(0.0, 1.0))
+    assert unclipped.ci_high is not None and unclipped.ci_high > 1.0
+    assert clipped.ci_high == 1.0 and clipped.ci_low == unclipped.ci_low
+
+
+def test_the_report_states_holm_corrected_p_values_and_eligibility(tmp_path: Path) -> None:
+    import json
+
+    loop = make_loop(tmp_path, FakeSandbox())
+    loop.run()
+    aggregates = json.loads((loop.store.root / "aggregates.json").read_text())
+    assert aggregates["multiple_comparisons"].startswith("holm")
+    compared = [a["vs_baseline"] for a in aggregates["arms"].values() if "vs_baseline" in a]
+    assert compared and all(c["p_holm"] is not None and c["p_holm"] >= c["p_value"] for c in compared)
+    assert all(a["eligible"] for a in aggregates["arms"].values())
+    summary = (loop.store.root / "report" / "summary.md").read_text()
+    assert "p (Holm)" in summary
