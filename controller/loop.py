@@ -83,7 +83,6 @@ class ResearchLoop:
         self.ctx, self.store, self.state, self.task = ctx, ctx.store, ctx.state, ctx.task
         self.ledger = ctx.ledger
         configure_run_logging(ctx.store.root / "events.jsonl")
-        structlog.contextvars.bind_contextvars(run_id=ctx.state.run_id)
         self.log = structlog.get_logger("sandlab.loop").bind(run_id=ctx.state.run_id)
         self.attempts = AttemptRunner(
             ctx.store,
@@ -118,6 +117,10 @@ class ResearchLoop:
         Whatever goes wrong inside (an LLM endpoint gone for good, a bug) ends the run as
         `failed`, with its reason and a report of what finished; it stays resumable.
         """
+        with structlog.contextvars.bound_contextvars(run_id=self.state.run_id):  # LLM-layer events too
+            return self._run()
+
+    def _run(self) -> RunState:
         self._timer = threading.Timer(max(self.ledger.remaining_s(), 0), self.attempts.deadline_reached)
         self._timer.daemon = True
         self._timer.start()

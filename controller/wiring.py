@@ -18,7 +18,7 @@ from controller.registry import RunConfig, RunState
 from controller.scheduler import ResourcePool
 from controller.store import RunStore
 from controller.tasks import load_task
-from sandbox.backends import BackendConfig, DockerBackendConfig, LocalBackendConfig, build_sandbox
+from sandbox.backends import backend_config, build_sandbox
 from sandbox.base import Sandbox
 from sandbox.gpus import detect_gpus
 from sandbox.policy import load_policy
@@ -28,12 +28,8 @@ log = structlog.get_logger("sandlab.wiring")
 
 def make_sandbox(config: RunConfig) -> Sandbox:
     """The configured backend; the docker one connects (and fails with a clear line)."""
-    backend: BackendConfig = (
-        LocalBackendConfig(allow_weaker=config.allow_weaker)
-        if config.backend == "local"
-        else DockerBackendConfig(image=config.image, pool_size=config.pool_size)
-    )
-    return build_sandbox(backend)
+    settings = config.model_dump(include={"image", "pool_size", "allow_weaker"})
+    return build_sandbox(backend_config(config.backend, **settings))
 
 
 def make_agent(config: RunConfig, store: RunStore) -> Agent:

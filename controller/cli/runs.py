@@ -99,8 +99,10 @@ def _check_choices(*, agent: str, backend: str, model: str | None, arch: str) ->
     if agent not in {"offline", "llm"}:
         msg = f"--agent: unknown agent {agent!r}; use offline or llm"
         raise BadInputError(msg)
-    if backend not in {"docker", "local"}:
-        msg = f"--backend: unknown backend {backend!r}; use docker or local"
+    from sandbox.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        msg = f"--backend: unknown backend {backend!r}; use {' or '.join(BACKENDS)}"
         raise BadInputError(msg)
     if agent == "llm" and not model:
         msg = "--agent llm needs --model NAME (set OPENAI_BASE_URL and OPENAI_API_KEY too)"

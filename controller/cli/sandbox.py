@@ -85,14 +85,14 @@ def sandbox_exec(
 
 
 def _make_sandbox(backend: str, allow_weaker: bool) -> Sandbox:
-    from sandbox.backends import DockerBackendConfig, LocalBackendConfig
+    from sandbox.backends import backend_config, build_sandbox
+    from sandbox.errors import PolicyError
 
-    if backend == "docker":
-        return DockerBackendConfig().build()
-    if backend == "local":
-        return LocalBackendConfig(allow_weaker=allow_weaker).build()
-    msg = f"unknown backend {backend!r}; use docker or local"
-    raise BadInputError(msg)
+    try:
+        return build_sandbox(backend_config(backend, allow_weaker=allow_weaker))
+    except PolicyError as exc:
+        msg = f"--backend: {exc}"
+        raise BadInputError(msg) from None
 
 
 def images_build(

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.base import Sandbox
+from sandbox.errors import PolicyError
 
 RUNNER_IMAGE = "sandlab-runner:latest"
 """The image jobs run in, by tag; `controller images build` makes it. The one definition."""
@@ -58,6 +59,26 @@ class LocalBackendConfig(BaseModel):
 
 
 BackendConfig = Annotated[DockerBackendConfig | LocalBackendConfig, Field(discriminator="type")]
+
+
+BACKENDS: dict[str, type[DockerBackendConfig] | type[LocalBackendConfig]] = {
+    "docker": DockerBackendConfig,
+    "local": LocalBackendConfig,
+}
+"""Every backend's config class by the name users give (`--backend NAME`)."""
+
+
+def backend_config(name: str, **settings: object) -> BackendConfig:
+    """The config of the backend named `name`, from whichever of `settings` it has fields for.
+
+    One caller can hold settings for every backend (a run's config does); each backend
+    takes its own and ignores the rest, so choosing one is a lookup, not an if-chain.
+    """
+    kind = BACKENDS.get(name)
+    if kind is None:
+        msg = f"unknown backend {name!r}; use {' or '.join(BACKENDS)}"
+        raise PolicyError(msg)
+    return kind.model_validate({k: v for k, v in settings.items() if k in kind.model_fields and k != "type"})
 
 
 def build_sandbox(config: BackendConfig) -> Sandbox:

@@ -54,6 +54,9 @@ def test_a_dead_endpoint_fails_the_run_with_a_report_and_resume_continues(tmp_pa
         assert (root / "report" / "summary.md").is_file() and (root / "best.json").is_file()
         before = saved.totals.model_copy()
         assert before.tokens == 150 and before.llm_calls == 1 and before.llm_retries >= 1
+        events = [json.loads(line) for line in (root / "events.jsonl").read_text().splitlines()]
+        retries = [e for e in events if e["event"] == "llm_retry"]
+        assert retries and all(e["run_id"] == "r1" and "retry" in e and "attempt" not in e for e in retries)
 
         # the endpoint is back: resume replays what finished (the plan from plan.json) and goes on
         dead_requests = len(fake.unscripted)

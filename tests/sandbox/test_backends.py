@@ -92,3 +92,15 @@ def test_the_local_backend_seals_only_when_jobs_run_as_another_uid() -> None:
     assert sandbox.seals_host_files is True
     sandbox._can_drop = False
     assert sandbox.seals_host_files is False
+
+
+def test_a_backend_is_chosen_by_name_from_the_settings_that_apply_to_it() -> None:
+    from sandbox.backends import BACKENDS, DockerBackendConfig, LocalBackendConfig, backend_config
+    from sandbox.errors import PolicyError
+
+    settings = {"image": "custom:1", "pool_size": 2, "allow_weaker": True}
+    assert backend_config("docker", **settings) == DockerBackendConfig(image="custom:1", pool_size=2)
+    assert backend_config("local", **settings) == LocalBackendConfig(allow_weaker=True)
+    assert set(BACKENDS) == {"docker", "local"}
+    with pytest.raises(PolicyError, match="use docker or local"):
+        backend_config("podman")

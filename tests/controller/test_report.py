@@ -1,0 +1,41 @@
+"""The report reads results and writes files; every number in it traces to a host-scored attempt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.controller.fakes import META, FakeSandbox, make_loop
+
+
+def test_best_config_records_what_a_rerun_must_rebuild(tmp_path: Path) -> None:
+    loop = make_loop(tmp_path, FakeSandbox(), seeds=2)
+    loop.run()
+    config = json.loads((loop.store.root / "best_config.json").read_text())
+    assert config["dataset"] == "digits" and config["model"] == {"arch": "cnn", "pretrained": None}
+    assert config["input_shape"] == META["input_shape"] and config["num_classes"] == META["num_classes"]
+    assert config["normalisation"] == {"mean": META["mean"], "std": META["std"]}
+    best = json.loads((loop.store.root / "best.json").read_text())
+    assert config["arm"] == best["arm"] and config["seeds"] == [0, 1]
+
+
+def test_every_reported_test_number_traces_to_its_attempt(tmp_path: Path) -> None:
+    loop = make_loop(tmp_path, FakeSandbox(), seeds=2)
+    loop.run()
+    best = json.loads((loop.store.root / "best.json").read_text())
+    test = json.loads((loop.store.attempt_dir(best["attempts"]["test"]) / "attempt.json").read_text())
+    assert test["kind"] == "test" and test["score_split"] == "test"
+    assert [test["host_scores"][f"s{s}"] for s in (0, 1)] == list(best["per_seed"].values())
+    assert best["test"]["ci_high"] <= 1.0  # clipped to the metric's range
+    summary = (loop.store.root / "report" / "summary.md").read_text()
+    assert f"{best['value']:.4f}" in summary and "Not sealed" not in summary
+
+
+def test_a_run_with_no_eligible_arm_reports_no_test_number_and_why(tmp_path: Path) -> None:
+    loop = make_loop(tmp_path, FakeSandbox(), seeds=1)  # below the two seeds selection needs
+    loop.run()
+    best = json.loads((loop.store.root / "best.json").read_text())
+    assert best["value"] is None and "2 host-scored" in best["reason"]
+    assert not (loop.store.root / "best_config.json").exists()
+    assert not [r for r in loop.store.attempts() if r.kind == "test"]
+    assert loop.state.best is None  # nor a best-so-far on one seed
