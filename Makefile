@@ -31,6 +31,7 @@ bench: setup
 	$(BIN)/python benchmarks/sandbox_overhead.py
 	$(BIN)/python benchmarks/container_vs_host.py
 	$(BIN)/python benchmarks/matrix_throughput.py
+	$(BIN)/python benchmarks/event_flood.py
 
 clean-containers:
 	$(BIN)/controller reap

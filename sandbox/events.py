@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from sandbox.limits import max_event_line_bytes, max_events
+from sandbox.limits import max_event_line_bytes, max_events, stream_chunk_bytes
 
 EVENTS_FILE = ".sandlab/events.jsonl"
 """Where the harness writes events, relative to the workspace."""
@@ -167,23 +167,33 @@ def _lines(data: bytes) -> Iterator[bytes]:
         start = end + 1
 
 
-def read_events_file(workspace: Path, max_bytes: int) -> bytes:
-    """The harness's event lines from a workspace copy, within a byte budget.
+def read_events_file(workspace: Path, max_bytes: int) -> tuple[bytes, int]:
+    """The harness's event lines from a workspace copy within a byte budget, and how many
+    lines lay beyond it (counted while streaming past them, never held).
 
-    At most `max_bytes`, plus the rest of the line that straddles the budget (itself at most
-    one line's cap), so that line is counted as over budget rather than as malformed.
-    Never read through a symlink.
+    At most `max_bytes` are kept, plus the rest of the line that straddles the budget
+    (itself at most one line's cap), so that line is counted as over budget rather than as
+    malformed. Never read through a symlink.
     """
     path = workspace / EVENTS_FILE
     if not path.is_file() or path.is_symlink():
-        return b""
+        return b"", 0
+    unread = 0
     with path.open("rb") as fh:
         data = fh.read(max_bytes)
         if len(data) == max_bytes and not data.endswith(b"\n"):
             rest = fh.read(max_event_line_bytes + 1)
             cut = rest.find(b"\n")
             data += rest if cut < 0 else rest[: cut + 1]
-    return data
+            if cut >= 0:
+                unread += rest[cut + 1 :].count(b"\n")
+        last = b"\n"
+        while chunk := fh.read(stream_chunk_bytes):
+            unread += chunk.count(b"\n")
+            last = chunk[-1:]
+        if last != b"\n":
+            unread += 1  # a final line without its newline
+    return data, unread
 
 
 def last_exception(events: list[Event]) -> ExceptionEvent | None:

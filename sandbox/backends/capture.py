@@ -61,6 +61,7 @@ class Capture:
         reason: str,
         exit_code: int | None,
         events_blob: bytes = b"",
+        events_unread: int = 0,
         usage: Usage | None = None,
         outputs_dir: Path | None = None,
         outputs_skipped: Sequence[str] = (),
@@ -74,6 +75,7 @@ class Capture:
         `output_cap`), so a job cannot make the host keep more of them than of its stdout.
         """
         events, stats = parse_events(events_blob, max_total_bytes=int(self.policy.output_cap))
+        stats.over_budget += events_unread  # lines past the budget, counted but never read in
         return AttemptResult(
             status=status,
             reason=reason,

@@ -169,13 +169,14 @@ class LocalSandbox(Sandbox):
         skipped: list[str] = []
         if job.outputs_dir is not None:
             skipped = extract_outputs(_tar_of(workspace), job.outputs_dir)
-        blob = read_events_file(workspace, int(policy.output_cap))
+        blob, unread = read_events_file(workspace, int(policy.output_cap))
         status, reason = classify(exit_code, elapsed, policy, oom_killed=oom_kills > 0, host_deadline_hit=deadline_hit)
         return capture.result(
             status=status,
             reason=reason,
             exit_code=exit_code,
             events_blob=blob,
+            events_unread=unread,
             usage=usage,
             outputs_dir=job.outputs_dir,
             outputs_skipped=skipped,

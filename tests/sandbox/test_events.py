@@ -115,10 +115,21 @@ def test_the_events_file_is_read_only_up_to_the_budget_and_the_line_that_crosses
     path.parent.mkdir(parents=True)
     path.write_bytes(line * 300)  # about 17 MB
     budget = 200_000
-    blob = read_events_file(tmp_path, budget)
-    assert len(blob) == (budget // len(line) + 1) * len(line)  # whole lines only
+    blob, unread = read_events_file(tmp_path, budget)
+    kept_lines = budget // len(line) + 1
+    assert len(blob) == kept_lines * len(line)  # whole lines only
+    assert unread == 300 - kept_lines  # the rest is counted while streaming past it, never held
     events, stats = parse_events(blob, max_total_bytes=budget)
     assert len(events) == budget // len(line) and stats.over_budget == 1 and stats.malformed == 0
+
+
+def test_a_final_line_without_its_newline_is_counted_too(tmp_path: Path) -> None:
+    line = _big_exception(1)
+    path = tmp_path / EVENTS_FILE
+    path.parent.mkdir(parents=True)
+    path.write_bytes(line * 10 + line.rstrip(b"\n"))
+    _, unread = read_events_file(tmp_path, len(line) * 2)
+    assert unread == 11 - 2  # two kept whole (the budget ends on a newline), nine counted
 
 
 def test_the_events_file_is_never_read_through_a_symlink(tmp_path: Path) -> None:
@@ -126,4 +137,4 @@ def test_the_events_file_is_never_read_through_a_symlink(tmp_path: Path) -> None
     secret.write_bytes(_line({"kind": "finished", "status": "ok"}))
     (tmp_path / ".sandlab").mkdir()
     (tmp_path / EVENTS_FILE).symlink_to(secret)
-    assert read_events_file(tmp_path, 1024) == b""
+    assert read_events_file(tmp_path, 1024) == (b"", 0)

@@ -144,6 +144,7 @@ class DockerSandbox(Sandbox):
             reason=reason,
             exit_code=exit_code,
             events_blob=finish.events_blob,
+            events_unread=finish.events_unread,
             usage=finish.usage,
             outputs_dir=job.outputs_dir,
             outputs_skipped=finish.skipped,
@@ -312,13 +313,13 @@ class DockerSandbox(Sandbox):
                     skipped = extract_outputs(spool, dest)
                     if size > max_collect_bytes:
                         skipped.append(f"(collection stopped at {max_collect_bytes} bytes)")
-                    blob = read_events_file(dest, int(policy.output_cap))
+                    blob, unread = read_events_file(dest, int(policy.output_cap))
                 usage, oom_kills = parse_probe(probe.getvalue())
-                return _Finish(usage, oom_kills, skipped, blob)
+                return _Finish(usage, oom_kills, skipped, blob, unread)
             except Exception as exc:
                 last_error = engine_error_text(exc)
                 time.sleep(finish_pause_s)
-        return _Finish(Usage(), 0, [f"(workspace not collected: {last_error})"], b"")
+        return _Finish(Usage(), 0, [f"(workspace not collected: {last_error})"], b"", 0)
 
 
 @dataclass
@@ -327,6 +328,7 @@ class _Finish:
     oom_kills: int
     skipped: list[str]
     events_blob: bytes
+    events_unread: int
 
 
 def _describe_engine_error(exc: BaseException, image: str) -> str:
