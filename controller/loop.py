@@ -331,10 +331,14 @@ class ResearchLoop:
             p_holm={name: c.p_holm for name, c in comparisons.items()},
             notes=notes,
         )
-        review = self.ctx.agent.review(self.task, outcome)
+        try:
+            summary = self.ctx.agent.review(self.task, outcome).summary
+        except IterationLimitError as cut:  # the iteration's own limits; the run goes on
+            self._limit(cut.limit, cut.detail)
+            summary = f"review skipped ({cut})"
         self._charge_agent()
-        outcome.notes.append(review.summary)
-        self.ctx.progress(f"  analysis: {review.summary}")
+        outcome.notes.append(summary)
+        self.ctx.progress(f"  analysis: {summary}")
         return outcome
 
     def finalize(self) -> None:

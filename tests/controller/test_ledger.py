@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from controller.agents.base import IterationOutcome
 from controller.agents.offline import OfflineAgent
 from controller.errors import BudgetExceededError
 from controller.ledger import AdmissionRefusedError, IterationLimitError, IterationLimits, Ledger
 from controller.llm import LLMUsage
 from controller.loop import StagePolicies
-from controller.plan import Hypothesis, ModuleCode
+from controller.plan import Hypothesis, ModuleCode, Review
 from controller.registry import RunConfig, Totals
 from controller.tasks import Task
 from controller.wiring import stage_policies
@@ -134,3 +135,31 @@ def test_the_run_cost_cap_stops_the_run_and_still_reports(tmp_path: Path) -> Non
     assert state.totals.llm_cost_usd == pytest.approx(1.2)
     assert any(h.limit == "budget" and "cost cap" in h.detail for h in state.limits_hit)
     assert (loop.store.root / "report" / "summary.md").is_file()
+
+
+class ReviewCostsTokens(OfflineAgent):
+    """Its reviews are priced LLM calls, checked against the iteration's limits first."""
+
+    def __init__(self, ledger_box: list[Ledger]) -> None:
+        super().__init__()
+        self.usage = LLMUsage()
+        self.ledger_box = ledger_box
+
+    def write_module(self, task: Task, slot: str, hypothesis: Hypothesis) -> ModuleCode:
+        self.usage.prompt_tokens += 600
+        return super().write_module(task, slot, hypothesis)
+
+    def review(self, task: Task, outcome: IterationOutcome) -> Review:
+        self.ledger_box[0].before_llm_call(0.0)  # what the LLM client does before every call
+        return super().review(task, outcome)
+
+
+def test_an_iteration_limit_hit_at_review_cuts_the_review_not_the_run(tmp_path: Path) -> None:
+    box: list[Ledger] = []
+    agent = ReviewCostsTokens(box)
+    loop = make_loop(tmp_path, FakeSandbox(), seeds=2, agent=agent, limits=IterationLimits(tokens=1000))
+    box.append(loop.ledger)
+    state = loop.run()
+    assert state.status == "finished" and len(loop.history) >= 2  # the run went on after the cut
+    assert any("review skipped" in note for note in loop.history[0].notes)
+    assert "iteration.tokens" in [hit.limit for hit in state.limits_hit]
