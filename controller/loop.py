@@ -28,10 +28,11 @@ from controller.coding import Coder
 from controller.data import RunData
 from controller.errors import BudgetExceededError
 from controller.ledger import AdmissionRefusedError, IterationLimitError, Ledger
+from controller.llm import LLMClient
 from controller.matrix import expand, grid_points, novelty_arm, shrink_to_budget, tag, task_defaults
 from controller.plan import Arm, Hyper, Hypothesis, Matrix, ModuleCode, Plan, Value
 from controller.registry import AttemptRecord, BestSoFar, LimitHit, RunState
-from controller.report import Results, write_outputs
+from controller.report import Results, write_report
 from controller.runlog import configure_run_logging
 from controller.scheduler import ResourcePool
 from controller.selection import arm_stats, choose_best, compare_family, required_seeds
@@ -358,13 +359,14 @@ class ResearchLoop:
             except Exception as exc:  # the report is written whatever the test job's fate
                 note = f"test split not evaluated: {type(exc).__name__}: {exc}"
         try:
-            write_outputs(self.results(chosen, test, note))
+            write_report(self.results(test, note))
         except Exception as exc:
             self.log.exception("report.failed", error=str(exc))
             self.ctx.progress(f"report failed: {type(exc).__name__}: {exc}")
 
-    def results(self, chosen: tuple[Arm, ArmStats] | None, test: AttemptRecord | None, note: str) -> Results:
+    def results(self, test: AttemptRecord | None = None, note: str = "", *, final: bool = True) -> Results:
         """Everything the report needs, as data (the report runs no jobs)."""
+        client = getattr(self.ctx.agent, "client", None)
         return Results(
             store=self.store,
             state=self.state,
@@ -374,11 +376,13 @@ class ResearchLoop:
             scores={k: dict(v) for k, v in self.scores.items()},
             index=dict(self.attempts.index),
             required_seeds=required_seeds(self.state.config.seeds),
-            chosen=chosen,
+            chosen=self._choose_best(),
             test=test,
             note=note,
             data_shape=self.data.shape(),
             policies={"train": self.ctx.policies.train.name, "evaluate": self.ctx.policies.evaluate.name},
+            final=final,
+            llm=client if isinstance(client, LLMClient) else None,
         )
 
     def _choose_best(self) -> tuple[Arm, ArmStats] | None:

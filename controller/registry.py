@@ -84,6 +84,8 @@ class RunConfig(BaseModel):
     matrix: dict[str, Any] = Field(default_factory=dict)
     """Overrides the plan's experiment matrix (variants, ablate, sweep); see controller.plan.Matrix."""
     iteration_limits: dict[str, float] = Field(default_factory=dict)
+    mlflow: bool = True
+    """Log the run to MLflow when it is installed (`--no-mlflow` turns it off)."""
 
 
 class BestSoFar(BaseModel):

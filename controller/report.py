@@ -1,6 +1,7 @@
-"""The run's outputs: aggregates.json, best.json, best_config.json and report/summary.md.
+"""The run's tables: aggregates.json, best.json, best_config.json and report/summary.md.
 
-The report reads a snapshot of results (`Results`) and writes files; it runs no jobs.
+The report reads a snapshot of results (`Results`) and writes files; it runs no jobs
+(controller/outputs.py adds the figures, the paper, its review and the dashboard).
 Every number in it is host-scored. Arms are compared on the validation split, one family
 per iteration (Holm-corrected Welch tests against the baseline); suspect attempts are
 listed and never counted; the best arm is chosen among arms with every seed scored; that
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from controller.agents.base import IterationOutcome
+from controller.llm import LLMClient
 from controller.plan import Arm
 from controller.registry import AttemptRecord, RunState
 from controller.selection import arm_stats, compare_family, metric_bounds
@@ -45,6 +48,11 @@ class Results:
     """Why the test split was not evaluated, if it was not."""
     data_shape: dict[str, Any]
     policies: dict[str, str]
+    final: bool = True
+    """False for the progress snapshot written after each iteration (no test result yet,
+    no LaTeX compile, the dashboard refreshes itself)."""
+    llm: LLMClient | None = None
+    """The run's LLM client (cached, budgeted) when the agent has one: prose and review."""
 
     def stats(self) -> dict[str, ArmStats]:
         metric = self.task.metric.name
@@ -156,19 +164,36 @@ def best_config(results: Results, arm: Arm) -> dict[str, Any]:
     }
 
 
-def write_outputs(results: Results) -> None:
-    """aggregates.json, best.json, best_config.json and report/summary.md."""
+def write_tables(results: Results) -> tuple[dict[str, Any], dict[str, Any]]:
+    """aggregates.json always; best.json and best_config.json only for the final snapshot
+    (mid-run there is no test result to report, and none is invented)."""
     store = results.store
     aggregate = aggregates(results)
     store.write("aggregates.json", aggregate)
     best = best_summary(results)
-    if results.chosen is not None:
-        store.write("best_config.json", best_config(results, results.chosen[0]))
-    store.write("best.json", best)
-    write_text_atomic(store.root / "report" / "summary.md", render_summary(results, aggregate, best))
+    if results.final:
+        if results.chosen is not None:
+            store.write("best_config.json", best_config(results, results.chosen[0]))
+        store.write("best.json", best)
+    return aggregate, best
 
 
-def render_summary(results: Results, aggregate: dict[str, Any], best: dict[str, Any]) -> str:
+def write_summary(results: Results, aggregate: dict[str, Any], best: dict[str, Any], problems: list[str]) -> Path:
+    """report/summary.md."""
+    path = results.store.root / "report" / "summary.md"
+    write_text_atomic(path, render_summary(results, aggregate, best, problems))
+    return path
+
+
+def write_report(results: Results) -> None:
+    """The tables and summary.md alone (what outputs.write_outputs builds on)."""
+    aggregate, best = write_tables(results)
+    write_summary(results, aggregate, best, [])
+
+
+def render_summary(
+    results: Results, aggregate: dict[str, Any], best: dict[str, Any], problems: list[str] | None = None
+) -> str:
     """report/summary.md from its jinja2 template."""
     env = Environment(
         loader=PackageLoader("controller", "templates"),
@@ -189,4 +214,6 @@ def render_summary(results: Results, aggregate: dict[str, Any], best: dict[str, 
         wall=format_duration(max(state.totals.wall_s, 0.1)),
         budget=format_duration(state.config.budget_s),
         generated=datetime.now(UTC).isoformat(timespec="seconds"),
+        problems=problems or [],
+        final=results.final,
     )

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `make run` and `make test`:
 #   1. the virtual environment at .venv (reinstalled when pyproject.toml changes);
-#   2. the Docker engine (docker.io from Debian when root and missing) and debootstrap;
+#   2. the Docker engine (docker.io from Debian when root and missing) and debootstrap, and the
+#      Debian tools the report needs: LaTeX (paper PDF), poppler (its preview), Chromium
+#      (the dashboard's browser test);
 #   3. dockerd, started and waited for when it is not answering;
 #   4. the images, rebuilt only when their inputs changed (hash label).
 set -euo pipefail
@@ -28,10 +30,16 @@ else
   say "virtual environment up to date"
 fi
 
-# -- 2. engine and debootstrap packages ----------------------------------------------------
+# -- 2. engine, debootstrap and the report's tools ------------------------------------------
 need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
+# The paper PDF (latexmk + pdflatex + chktex), its preview (pdftoppm), the dashboard test (chromium).
+command -v latexmk >/dev/null 2>&1 || need_pkgs+=(latexmk)
+command -v chktex >/dev/null 2>&1 || need_pkgs+=(chktex)
+kpsewhich booktabs.sty >/dev/null 2>&1 || need_pkgs+=(texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended)
+command -v pdftoppm >/dev/null 2>&1 || need_pkgs+=(poppler-utils)
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need_pkgs[*]} from Debian packages"
@@ -40,6 +48,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
   elif ! docker info >/dev/null 2>&1; then
     die "missing ${need_pkgs[*]}; install Docker (docker.io) or run this as root on Debian/Ubuntu"
+  else
+    say "not root: skipping ${need_pkgs[*]} (the paper PDF and the browser test need them)"
   fi
 fi
 

@@ -5,8 +5,9 @@
   doctor); everything else asks `sandbox.backends` for a backend by config.
 - The harness (the code that runs inside containers) imports no controller, docker or openai.
 - No import circles among module-level imports; no `_private` names imported across modules.
-- The controller's layers import downwards only: cli -> wiring -> loop -> (coding, trial,
-  matrix, selection, report) -> (attempts, data, store, ledger) -> records -> sandbox.
+- The controller's layers import downwards only: cli -> wiring -> loop -> outputs ->
+  (figures, dashboard, paper, tracking) -> (coding, trial, report) -> (matrix, selection,
+  data) -> attempts -> (store, ledger, llm) -> records -> sandbox.
 - No module is much over 400 lines.
 """
 
@@ -44,12 +45,17 @@ LAYERS: dict[str, int] = {
     "controller.trial": 5,
     "controller.coding": 5,
     "controller.report": 5,
-    "controller.loop": 6,
-    "controller.rerun": 7,
-    "controller.ownership": 7,
-    "controller.wiring": 7,
-    "controller.doctor": 7,
-    "controller.cli": 8,
+    "controller.figures": 6,
+    "controller.dashboard": 6,
+    "controller.paper": 6,
+    "controller.tracking": 6,
+    "controller.outputs": 7,
+    "controller.loop": 8,
+    "controller.rerun": 9,
+    "controller.ownership": 9,
+    "controller.wiring": 9,
+    "controller.doctor": 9,
+    "controller.cli": 10,
 }
 
 
