@@ -9,6 +9,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.paper.latex import INSTALL_FIX, latex_available
 from sandbox.backends.docker import EngineHealth, check_container, check_engine, check_images
 from sandbox.gpus import detect_gpus
 from sandbox.limits import GiB, min_free_disk_bytes
@@ -44,6 +45,7 @@ def run_checks(
         checks.append(_gpu_runtime_check(engine))
     checks.append(_gpu_host_check())
     checks.append(_agent_check(agent, base_url))
+    checks.append(latex_check())
     return checks
 
 
@@ -104,6 +106,19 @@ def _gpu_runtime_check(engine: EngineHealth) -> Check:
             "GPU runtime", "fail", detail, "install the NVIDIA container toolkit and run `nvidia-ctk runtime configure`"
         )
     return Check("GPU runtime", "info", detail + "; none needed without GPUs")
+
+
+def latex_check() -> Check:
+    """Preflight for the paper's PDF; without LaTeX the Markdown paper and the dashboard still appear."""
+    ok, detail = latex_available()
+    if ok:
+        return Check("LaTeX (paper PDF)", "ok", detail)
+    return Check(
+        "LaTeX (paper PDF)",
+        "warn",
+        f"{detail}; no main.pdf (the Markdown paper and the dashboard are written anyway)",
+        INSTALL_FIX,
+    )
 
 
 def _agent_check(agent: str, base_url: str | None) -> Check:

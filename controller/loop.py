@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -29,10 +30,11 @@ from controller.data import RunData
 from controller.errors import BudgetExceededError
 from controller.ledger import AdmissionRefusedError, IterationLimitError, Ledger
 from controller.llm import LLMClient
-from controller.matrix import expand, grid_points, novelty_arm, shrink_to_budget, tag, task_defaults
-from controller.plan import Arm, Hyper, Hypothesis, Matrix, ModuleCode, Plan, Value
+from controller.matrix import expand, novelty_arm, shrink_to_budget
+from controller.outputs import write_outputs
+from controller.plan import Arm, Hypothesis, Matrix, Plan
 from controller.registry import AttemptRecord, BestSoFar, LimitHit, RunState
-from controller.report import Results, write_report
+from controller.report import Results
 from controller.runlog import configure_run_logging
 from controller.scheduler import ResourcePool
 from controller.selection import arm_stats, choose_best, compare_family, required_seeds
@@ -45,9 +47,8 @@ from sandbox.policy import Policy
 
 __all__ = ["InterruptedRunError", "LoopContext", "ResearchLoop", "StagePolicies"]
 
-SWEEP_SEED_OFFSET = 10_000
-"""Sweeps run on seeds outside the run's own: the winner is retrained on fresh seeds, so
-the seed that won the sweep never counts for the novelty (that would bias its mean up)."""
+PROGRESS_INTERVAL_S = 60.0
+"""Real seconds between two progress snapshots of the outputs (the first is always written)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class ResearchLoop:
         self.plan: Plan | None = None
         self.iteration = 0
         self._timer: threading.Timer | None = None
+        self._last_progress: float | None = None
 
     def interrupt(self) -> None:
         """SIGINT/SIGTERM: kill running containers; the run unwinds as `interrupted`."""
@@ -135,6 +137,7 @@ class ResearchLoop:
             while hypothesis is not None and not self.should_stop(plan):
                 self.history.append(self.iterate(hypothesis))
                 self.store.write("journal.json", [o.model_dump(mode="json") for o in self.history])
+                self.write_progress("the run is still going; the test split is evaluated once, at the end")
                 hypothesis = self.ctx.agent.refine(self.task, plan, self.history)
                 self._charge_agent()
             status = "stopped" if self.store.stop_requested() else "finished"
@@ -142,6 +145,9 @@ class ResearchLoop:
             self.state.status = "interrupted"
             self.state.message = "interrupted: containers killed; `controller resume` continues"
             self.attempts.save()
+            self.write_progress(
+                "interrupted before the test split was evaluated; `controller resume` finishes", force=True
+            )
             raise
         except StopRequestedError:
             status = "stopped"
@@ -209,8 +215,8 @@ class ResearchLoop:
         try:
             self._set_stage("code")
             modules = {slot: self.coder.write(slot, hypothesis) for slot in sorted(hypothesis.modules)}
-            novelty = novelty_arm(self.task, hypothesis, modules, self.sweep(hypothesis, modules))
             matrix = self.plan.matrix if self.plan is not None else Matrix()
+            novelty = novelty_arm(self.task, hypothesis, modules, self.trial.sweep(hypothesis, modules, matrix.sweep))
             arms = self.fit_to_budget(expand(self.task, hypothesis, novelty, matrix, self.coder.guarded_suites(matrix)))
             self._set_stage("run")
             self.run_arms(arms)
@@ -224,32 +230,6 @@ class ResearchLoop:
         outcome = self.analyze(hypothesis, arms, notes)
         self.ledger.end_iteration()
         return outcome
-
-    def sweep(self, hypothesis: Hypothesis, modules: dict[str, ModuleCode]) -> Hyper:
-        """The novelty's hyperparameters: the plan's sweep point with the best validation score.
-
-        Each grid point trains on a sweep seed outside the run's seeds; the winner is then
-        trained afresh on the run's seeds, and only those count for the novelty.
-        """
-        hyper: Hyper = {**task_defaults(self.task), **hypothesis.hyper}
-        grid: dict[str, list[Value]] = self.plan.matrix.sweep if self.plan is not None else {}
-        if not grid:
-            return hyper
-        seed = SWEEP_SEED_OFFSET + self.state.config.seeds[0]
-        scored: list[tuple[float, Hyper]] = []
-        for point in grid_points(grid):
-            arm = Arm(name=f"sweep:{hypothesis.id}@{tag(point)}", modules=modules, hyper={**hyper, **point})
-            record = self.trial.train_and_evaluate(arm, seed)
-            if record is not None and record.host_score is not None and not record.suspect:
-                better = record.host_score if self.task.metric.higher_is_better else -record.host_score
-                scored.append((better, arm.hyper))
-        if not scored:
-            return hyper
-        best = max(scored, key=lambda item: item[0])[1]
-        chosen = {k: best[k] for k in grid}
-        self.log.info("sweep.selected", hypothesis=hypothesis.id, chosen=chosen, tried=len(scored))
-        self.ctx.progress(f"  sweep selected {chosen} for {hypothesis.id} (validation, sweep seed {seed})")
-        return best
 
     def fit_to_budget(self, arms: list[Arm]) -> list[Arm]:
         """Shrink the matrix (ablations first, last first; never baseline, novelty or seeds)."""
@@ -358,11 +338,23 @@ class ResearchLoop:
                 note = f"test split not evaluated: {exc}"
             except Exception as exc:  # the report is written whatever the test job's fate
                 note = f"test split not evaluated: {type(exc).__name__}: {exc}"
-        try:
-            write_report(self.results(test, note))
-        except Exception as exc:
-            self.log.exception("report.failed", error=str(exc))
-            self.ctx.progress(f"report failed: {type(exc).__name__}: {exc}")
+        self._write(self.results(test, note))
+
+    def write_progress(self, note: str, *, force: bool = False) -> None:
+        """The outputs as they stand (tables, figures, paper.md, dashboard), no test, no PDF.
+
+        At most once a PROGRESS_INTERVAL_S of real time unless forced: a dashboard that
+        reloads every few seconds needs no redraw per quick iteration.
+        """
+        now = time.monotonic()
+        if not force and self._last_progress is not None and now - self._last_progress < PROGRESS_INTERVAL_S:
+            return
+        self._last_progress = now
+        self._write(self.results(note=note, final=False))
+
+    def _write(self, results: Results) -> None:
+        for problem in write_outputs(results):  # never raises: problems are listed instead
+            self.ctx.progress(f"  report: {problem}")
 
     def results(self, test: AttemptRecord | None = None, note: str = "", *, final: bool = True) -> Results:
         """Everything the report needs, as data (the report runs no jobs)."""
@@ -382,7 +374,7 @@ class ResearchLoop:
             data_shape=self.data.shape(),
             policies={"train": self.ctx.policies.train.name, "evaluate": self.ctx.policies.evaluate.name},
             final=final,
-            llm=client if isinstance(client, LLMClient) else None,
+            llm=client if final and isinstance(client, LLMClient) else None,  # prose and review: once, at the end
         )
 
     def _choose_best(self) -> tuple[Arm, ArmStats] | None:

@@ -185,12 +185,6 @@ def write_summary(results: Results, aggregate: dict[str, Any], best: dict[str, A
     return path
 
 
-def write_report(results: Results) -> None:
-    """The tables and summary.md alone (what outputs.write_outputs builds on)."""
-    aggregate, best = write_tables(results)
-    write_summary(results, aggregate, best, [])
-
-
 def render_summary(
     results: Results, aggregate: dict[str, Any], best: dict[str, Any], problems: list[str] | None = None
 ) -> str:

@@ -12,9 +12,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from controller.attempts import AttemptRunner, JobSpec, harness
 from controller.data import PUBLIC_DATA_MOUNT, RunData
-from controller.plan import Arm
+from controller.matrix import grid_points, tag, task_defaults
+from controller.plan import Arm, Hyper, Hypothesis, ModuleCode, Value
 from controller.registry import AttemptKind, AttemptRecord, RunConfig
 from controller.scoring import InvalidPredictionsError, accuracy, is_suspect, load_predictions, telemetry_claim
 from controller.store import WEIGHTS, eval_key, heldout_key, train_key
@@ -23,6 +26,8 @@ from sandbox.policy import Policy
 from sandbox.results import AttemptResult
 
 PREDICTIONS = "out/predictions.json"
+SWEEP_SEED_OFFSET = 10_000
+"""Sweeps run on seeds outside the run's own (10000 + the first seed)."""
 STAGING_SLACK_BYTES = 4 * 1024**2
 """Room left in the evaluation workspace for code, config and the predictions it writes."""
 
@@ -41,6 +46,7 @@ class Trial:
     ) -> None:
         self.task, self.config, self.data, self.attempts = task, config, data, attempts
         self.train_policy, self.evaluate_policy = train_policy, evaluate_policy
+        self.log = structlog.get_logger("sandlab.trial")
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -92,6 +98,32 @@ class Trial:
             self.attempts.progress(f"  {arm.name} seed {seed}: training {train.status} ({train.reason})")
             return None
         return self.evaluate(arm, seed, train)
+
+    def sweep(self, hypothesis: Hypothesis, modules: dict[str, ModuleCode], grid: dict[str, list[Value]]) -> Hyper:
+        """The novelty's hyperparameters: the grid point with the best validation score.
+
+        Each point trains on a sweep seed outside the run's seeds; the winner is then trained
+        afresh on the run's seeds by the loop, and only those count for the novelty (reusing
+        the seed that won would bias its mean upward).
+        """
+        hyper: Hyper = {**task_defaults(self.task), **hypothesis.hyper}
+        if not grid:
+            return hyper
+        seed = SWEEP_SEED_OFFSET + self.config.seeds[0]
+        scored: list[tuple[float, Hyper]] = []
+        for point in grid_points(grid):
+            arm = Arm(name=f"sweep:{hypothesis.id}@{tag(point)}", modules=modules, hyper={**hyper, **point})
+            record = self.train_and_evaluate(arm, seed)
+            if record is not None and record.host_score is not None and not record.suspect:
+                better = record.host_score if self.task.metric.higher_is_better else -record.host_score
+                scored.append((better, arm.hyper))
+        if not scored:
+            return hyper
+        best = max(scored, key=lambda item: item[0])[1]
+        chosen = {k: best[k] for k in grid}
+        self.log.info("sweep.selected", hypothesis=hypothesis.id, chosen=chosen, tried=len(scored))
+        self.attempts.progress(f"  sweep selected {chosen} for {hypothesis.id} (validation, sweep seed {seed})")
+        return best
 
     def _predict(
         self,

@@ -144,15 +144,27 @@ def _follow_file(path: Path, follow: bool, store: RunStore) -> None:
         time.sleep(LIVE_REFRESH_S)
 
 
-def report(run_id: Annotated[str, typer.Argument(help="The run.")], runs_dir: RunsDir = DEFAULT_RUNS_DIR) -> None:
-    """Print the run's report (report/summary.md) and where its files are."""
+def report(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    open_: Annotated[
+        bool, typer.Option("--open", help="Print the path of the run's dashboard (report/index.html) instead.")
+    ] = False,
+    runs_dir: RunsDir = DEFAULT_RUNS_DIR,
+) -> None:
+    """Print the run's report (report/summary.md) and where its files are; --open: its dashboard's path."""
     store = RunStore.open(runs_dir, run_id)
-    summary = store.root / "report" / "summary.md"
-    if not summary.is_file():
+    name = "index.html" if open_ else "summary.md"
+    path = store.root / "report" / name
+    if not path.is_file():
         state = store.load_state()
-        msg = f"run {run_id} has no report yet (status {state.status}); `controller resume {run_id}` finishes it"
+        what = "dashboard" if open_ else "report"
+        msg = f"run {run_id} has no {what} yet (status {state.status}); `controller resume {run_id}` finishes it"
         raise BadInputError(msg)
-    out.print(Markdown(summary.read_text()))
+    if open_:
+        # Plain, unwrapped, so that `xdg-open "$(controller report RUN --open)"` works.
+        sys.stdout.write(f"{path}\n")
+        return
+    out.print(Markdown(path.read_text()))
     out.print(
         f"\nfiles: {store.root} (best.json, best_config.json, aggregates.json, report/)  "
         f"[dim]{datetime.now(UTC):%H:%M:%S}[/]"

@@ -201,6 +201,9 @@ def start(
             help=f"Sandbox attempts per iteration (default {DEFAULT_LIMITS.attempts}).", rich_help_panel=LIMITS_PANEL
         ),
     ] = None,
+    mlflow: Annotated[
+        bool, typer.Option(help="Log the run to MLflow, when installed: pip install 'sandlab\\[mlflow]'.")
+    ] = True,
     run_id: Annotated[str | None, typer.Option(help="Name the run (default: time plus a random suffix).")] = None,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
 ) -> None:
@@ -249,6 +252,7 @@ def start(
         report_reserve_s=min(REPORT_RESERVE_MAX_S, max(REPORT_RESERVE_MIN_S, budget_s * REPORT_RESERVE_SHARE)),
         matrix=matrix_overrides,
         iteration_limits=iteration_limits,
+        mlflow=mlflow,
     )
     from controller.scheduler import ResourcePool
     from controller.wiring import integrity_of, make_sandbox, stage_policies

@@ -225,6 +225,7 @@ def make_loop(
         report_reserve_s=reserve_s,
         max_cost_usd=max_cost,
         gpu_usd_per_hour=gpu_usd_per_hour,
+        mlflow=False,  # tests/controller/test_tracking.py logs to MLflow on purpose; the rest need not
     )
     runs = tmp_path / "runs"
     try:

@@ -69,6 +69,19 @@ def test_start_stores_the_iteration_limits_given_and_only_those(
     assert config["seeds"] == [0, 1]
 
 
+@pytest.mark.parametrize(("flags", "expected"), [([], True), (["--mlflow"], True), (["--no-mlflow"], False)])
+def test_start_stores_whether_to_log_to_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], expected: bool
+) -> None:
+    monkeypatch.setattr(runs_cli, "_run_loop", lambda store, *, resume=False: 0)
+    monkeypatch.setattr(runs_cli, "reap_for_run", lambda run_id, backend: None)
+    monkeypatch.setattr("controller.wiring.make_sandbox", lambda config: _NoSandbox())
+    args = ["start", "--budget", "10m", "--seeds", "2", "--run-id", "tracked", "--runs-dir", str(tmp_path)]
+    assert main([*args, *flags]) == 0
+    config = json.loads((tmp_path / "tracked" / "run.json").read_text())["config"]
+    assert config["mlflow"] is expected
+
+
 def test_stop_of_a_finished_run_is_one_line(runs_dir: Path) -> None:
     proc = controller("stop", RUN_ID, "--runs-dir", str(runs_dir))
     assert proc.returncode == 2
