@@ -17,7 +17,7 @@ setup:
 	@scripts/bootstrap.sh
 
 lint:
-	$(BIN)/ruff check controller sandbox tests benchmarks
+	$(BIN)/ruff check controller sandbox tests benchmarks scripts
 
 typecheck:
 	$(BIN)/mypy

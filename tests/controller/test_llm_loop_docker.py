@@ -33,6 +33,11 @@ def _reply(payload: dict[str, Any]) -> Reply:
     return Reply(json.dumps(payload), prompt_tokens=1000, completion_tokens=200)
 
 
+def _for_the_paper(request: dict[str, Any]) -> bool:
+    text = "\n".join(m["content"] for m in request["messages"])
+    return "research paper about an automated ML study" in text or "You are a reviewer for NeurIPS" in text
+
+
 def test_llm_agent_repairs_a_shape_bug_from_the_real_traceback(tmp_path: Path, docker_client: Any) -> None:
     plan = {
         "objective": "improve the head",
@@ -80,10 +85,15 @@ def test_llm_agent_repairs_a_shape_bug_from_the_real_traceback(tmp_path: Path, d
             env=env,
             check=False,
         )
-        requests = list(fake.requests)
-        assert fake.unscripted == []
+        everything = list(fake.requests)
+        unanswered = list(fake.unscripted)
+        assert fake.pending == 0
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(requests) == 5
+    # The paper's prose and review also ask the model at the end; this test scripts no reply
+    # for them, so they fall back (template prose, review without the LLM part) and say so.
+    requests = [r for r in everything if not _for_the_paper(r)]
+    assert len(requests) == 5 and all(_for_the_paper(r) for r in unanswered)
+    assert (tmp_path / "llm" / "paper" / "paper.md").is_file()
     repair_prompt = "\n".join(m["content"] for m in requests[2]["messages"])
     assert "mat1 and mat2 shapes cannot be multiplied" in repair_prompt
     assert "stage: smoke" in repair_prompt and "RuntimeError" in repair_prompt
