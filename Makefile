@@ -5,10 +5,14 @@ BIN := $(VENV)/bin
 
 .PHONY: run test setup lint typecheck pytest bench clean-containers
 
-## make run: set everything up, check the machine, then run sandlab on its defaults.
+## make run: set everything up, check the machine, then run sandlab on its defaults: an offline
+## front-end (built-in corpus, planning session) on TOPIC, then the loop. Network sources:
+## make run SOURCES=semantic_scholar,arxiv,openalex
+TOPIC ?= data augmentation for small digit datasets
+SOURCES ?= none
 run: setup
 	$(BIN)/controller doctor
-	$(BIN)/controller start --budget 5m --agent offline --task digits
+	$(BIN)/controller start --budget 5m --agent offline --task digits --topic "$(TOPIC)" --sources "$(SOURCES)"
 
 ## make test: set everything up, then lint, type-check and run the whole suite (docker tests included).
 test: setup lint typecheck pytest

@@ -121,6 +121,17 @@ class AttemptRunner:
         killed = self.sandbox.kill_all()
         self.log.warning("budget.deadline", killed_containers=killed)
 
+    def checkpoint(self) -> None:
+        """For work between jobs (the research front-end): unwind on an interrupt, a stop
+        request or the deadline, as a job would."""
+        if self.interrupted.is_set():
+            raise InterruptedRunError
+        if self.store.stop_requested():
+            raise StopRequestedError
+        if self.deadline.is_set():
+            msg = "wall-clock budget spent"
+            raise BudgetExceededError(msg)
+
     def save(self) -> None:
         """run.json, with the wall clock brought up to date."""
         self.ledger.sync()

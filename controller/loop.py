@@ -35,6 +35,7 @@ from controller.outputs import write_outputs
 from controller.plan import Arm, Hypothesis, Matrix, Plan
 from controller.registry import AttemptRecord, BestSoFar, LimitHit, RunState
 from controller.report import Results
+from controller.research import plan_from_literature
 from controller.runlog import configure_run_logging
 from controller.scheduler import ResourcePool
 from controller.selection import arm_stats, choose_best, compare_family, required_seeds
@@ -194,7 +195,14 @@ class ResearchLoop:
         if stored is not None:
             return Plan.model_validate(stored)
         self._set_stage("plan")
-        plan = self.ctx.agent.plan(self.task, self.state.config.seeds)
+        if self.state.config.research is not None:  # literature, novelty, the planning session
+            client = getattr(self.ctx.agent, "client", None)
+            llm = client if isinstance(client, LLMClient) else None
+            plan = plan_from_literature(
+                self.store, self.state.config, self.task, llm, self.ctx.progress, self.attempts.checkpoint
+            )
+        else:
+            plan = self.ctx.agent.plan(self.task, self.state.config.seeds)
         if self.state.config.matrix:
             plan = plan.model_copy(update={"matrix": Matrix.model_validate(self.state.config.matrix)})
         self._charge_agent()

@@ -17,6 +17,7 @@ import structlog
 
 from controller.dashboard import write_dashboard, write_runs_index
 from controller.figures import Figure, make_figures
+from controller.findings import remember
 from controller.paper import PaperOutcome, review_paper, write_paper
 from controller.report import Results, write_summary, write_tables
 from controller.tracking import log_to_mlflow
@@ -61,6 +62,7 @@ def write_outputs(results: Results) -> list[str]:
     _step("dashboard", lambda: write_dashboard(results, figures, review=review, problems=problems), problems, None)
     _step("runs index", lambda: write_runs_index(root.parent), problems, None)
     if results.final:
+        _step("findings memory", lambda: remember(results, aggregate), problems, 0)
         artefacts = [p for p in (summary, root / "report" / "index.html", root / "best.json") if p and p.exists()]
         artefacts += [f.png for f in figures] + [f.pdf for f in figures]
         if paper is not None:

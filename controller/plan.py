@@ -46,6 +46,19 @@ class Hypothesis(BaseModel):
     success_threshold: float = 0.005
     """Minimum improvement of the mean over the baseline for the hypothesis to hold (besides
     a Holm-corrected Welch p below 0.05)."""
+    citations: list[str] = Field(default_factory=list)
+    """Keys of the papers (literature/papers.jsonl) the idea rests on."""
+    rationale: str = ""
+    expected_effect: float | None = None
+    """The improvement the PI claims; what the Engineer's power calculation sizes seeds for."""
+    seeds_needed: int | None = None
+    """Seeds per arm the power calculation asks for (None: more than it will size)."""
+    power: str = ""
+    """The Engineer's power statement, e.g. "underpowered: needs n = 7 to detect +1.0 points"."""
+    stopping: str = ""
+    """How testing this hypothesis ends, as the loop enforces it."""
+    retest_reason: str = ""
+    """Why an idea the findings memory records as refuted is proposed again."""
 
     def components(self) -> list[str]:
         """Named parts, each of which gets its own ablation arm."""
@@ -84,6 +97,17 @@ class Matrix(BaseModel):
     """Small sweep with automatic selection, e.g. {"lr": [0.001, 0.003, 0.01]}."""
 
 
+class Rationale(BaseModel):
+    """Why these baselines and this dataset, with the papers that say so."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    baselines: str = ""
+    baseline_citations: list[str] = Field(default_factory=list)
+    datasets: str = ""
+    dataset_citations: list[str] = Field(default_factory=list)
+
+
 class Plan(BaseModel):
     """plan.json: hypotheses, success criteria and stopping rules."""
 
@@ -91,6 +115,8 @@ class Plan(BaseModel):
 
     task: str
     objective: str
+    topic: str = ""
+    rationale: Rationale | None = None
     hypotheses: list[Hypothesis]
     success_criteria: str = (
         "a hypothesis is supported when its mean over every seed improves on the baseline by at "

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sandbox.backends import RUNNER_IMAGE
 from sandbox.results import AttemptResult
 
-RunStatus = Literal["running", "finished", "stopped", "interrupted", "failed"]
+RunStatus = Literal["running", "planned", "finished", "stopped", "interrupted", "failed"]
+"""`planned`: `controller plan` wrote the plan and stopped before any training."""
 AttemptKind = Literal["prepare", "guard", "train", "eval", "test"]
 
 
@@ -48,6 +49,31 @@ class Totals(BaseModel):
     by_status: dict[str, int] = Field(default_factory=dict)
     repairs: int = 0
     rollbacks: int = 0
+
+
+NETWORK_SOURCES = ("semantic_scholar", "arxiv", "openalex")
+
+
+class ResearchConfig(BaseModel):
+    """The research front-end: literature, novelty and the planning session (`--topic`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str
+    idea: str | None = None
+    """The seed idea's Markdown (from `--idea FILE`), copied in so a resume needs no file."""
+    corpus: str | None = None
+    """A local BibTeX or JSONL corpus (file or folder), searched offline."""
+    sources: list[str] = Field(default_factory=lambda: list(NETWORK_SOURCES))
+    """Network sources to ask; empty for an offline front-end (the corpus and built-in set)."""
+    per_source: int = 12
+    """Papers asked of each source."""
+    fulltext: int = 3
+    """Open-access full texts fetched at most (never a closed paper)."""
+    rounds: int = 2
+    """PI -> Engineer -> Reviewer rounds at most."""
+    plan_only: bool = False
+    """`controller plan`: stop once plan.json is written."""
 
 
 class RunConfig(BaseModel):
@@ -86,6 +112,10 @@ class RunConfig(BaseModel):
     iteration_limits: dict[str, float] = Field(default_factory=dict)
     mlflow: bool = True
     """Log the run to MLflow when it is installed (`--no-mlflow` turns it off)."""
+    research: ResearchConfig | None = None
+    """The literature and planning front-end that writes plan.json (None: the agent plans alone)."""
+    memory: str | None = None
+    """The findings memory this run appends its verdicts to (default: runs folder/memory.jsonl)."""
 
 
 class BestSoFar(BaseModel):

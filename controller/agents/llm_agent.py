@@ -173,7 +173,7 @@ class LLMAgent(Agent):
         hypotheses: list[Hypothesis] = []
         taken: set[str] = set()
         for index, item in enumerate(draft.hypotheses[:MAX_PLAN_HYPOTHESES], start=1):
-            hypothesis = self._to_hypothesis(task, item, taken, fallback_id=f"h{index}")
+            hypothesis = draft_to_hypothesis(task, item, taken, fallback_id=f"h{index}")
             if hypothesis is not None:
                 hypotheses.append(hypothesis)
                 taken.add(hypothesis.id)
@@ -259,7 +259,7 @@ class LLMAgent(Agent):
         if decision.decision == "stop" or decision.hypothesis is None:
             log.info("llm_agent.stop", reason=decision.reason)
             return None
-        hypothesis = self._to_hypothesis(task, decision.hypothesis, tried, fallback_id=f"h{len(history) + 1}")
+        hypothesis = draft_to_hypothesis(task, decision.hypothesis, tried, fallback_id=f"h{len(history) + 1}")
         if hypothesis is None:
             log.warning("llm_agent.refine_empty", proposed=decision.hypothesis.id)
         return hypothesis
@@ -290,29 +290,29 @@ class LLMAgent(Agent):
     def _task_context(task: Task) -> dict[str, Any]:
         return {"slots": sorted(task.slots.items()), "hyper_defaults": sorted(_numeric_defaults(task).items())}
 
-    @staticmethod
-    def _to_hypothesis(task: Task, draft: HypothesisDraft, taken: set[str], *, fallback_id: str) -> Hypothesis | None:
-        """The draft checked against the task; None when nothing valid is left to test."""
-        modules = {
-            slot: text.strip() for slot, text in sorted(draft.modules.items()) if slot in task.slots and text.strip()
-        }
-        dropped = sorted(set(draft.modules) - set(modules))
-        hyper = _clamp_hyper(task, draft.hyper)
-        dropped += sorted(f"hyper:{key}" for key in set(draft.hyper) - set(hyper))
-        if dropped:
-            log.info("llm_agent.dropped", hypothesis=draft.id, dropped=dropped)
-        if not modules and not hyper:
-            return None
-        threshold = draft.success_threshold
-        if not math.isfinite(threshold) or threshold < 0:
-            threshold = 0.0
-        return Hypothesis(
-            id=unique_id(sanitize_id(draft.id, fallback_id), taken),
-            statement=draft.statement.strip(),
-            modules=modules,
-            hyper=hyper,
-            success_threshold=threshold,
-        )
+
+def draft_to_hypothesis(task: Task, draft: HypothesisDraft, taken: set[str], *, fallback_id: str) -> Hypothesis | None:
+    """The draft checked against the task; None when nothing valid is left to test."""
+    modules = {
+        slot: text.strip() for slot, text in sorted(draft.modules.items()) if slot in task.slots and text.strip()
+    }
+    dropped = sorted(set(draft.modules) - set(modules))
+    hyper = clamp_hyper(task, draft.hyper)
+    dropped += sorted(f"hyper:{key}" for key in set(draft.hyper) - set(hyper))
+    if dropped:
+        log.info("llm_agent.dropped", hypothesis=draft.id, dropped=dropped)
+    if not modules and not hyper:
+        return None
+    threshold = draft.success_threshold
+    if not math.isfinite(threshold) or threshold < 0:
+        threshold = 0.0
+    return Hypothesis(
+        id=unique_id(sanitize_id(draft.id, fallback_id), taken),
+        statement=draft.statement.strip(),
+        modules=modules,
+        hyper=hyper,
+        success_threshold=threshold,
+    )
 
 
 def _numeric_defaults(task: Task) -> dict[str, float | int]:
@@ -323,7 +323,7 @@ def _numeric_defaults(task: Task) -> dict[str, float | int]:
     }
 
 
-def _clamp_hyper(task: Task, proposed: dict[str, float | int]) -> dict[str, float | int]:
+def clamp_hyper(task: Task, proposed: dict[str, float | int]) -> dict[str, float | int]:
     """Only the task's numeric hyperparameters, typed like their defaults, and real changes.
 
     Non-finite values are dropped, as are non-positive values for a positive default, and

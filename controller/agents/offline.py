@@ -118,7 +118,10 @@ class OfflineAgent(Agent):
                     hyper={**base.hyper, "width": 64},
                     success_threshold=base.success_threshold,
                 )
-        for candidate in LIBRARY:
+        # A plan from the research front-end is followed as written (its dropped ideas stay
+        # dropped); the plain offline plan goes on through the library.
+        pool = [*plan.hypotheses] if plan.topic else [*plan.hypotheses, *LIBRARY]
+        for candidate in pool:
             if candidate.id not in tried:
                 return candidate
         return None

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import typer
 from typer.exceptions import Abort, TyperException
 
-from controller.cli import inspect, runs
+from controller.cli import inspect, research, runs
 from controller.cli import sandbox as sandbox_cli  # not to be read as the top-level sandbox package
 from controller.cli.render import console
 from controller.errors import ControllerError
@@ -30,7 +30,7 @@ INTERRUPTED_EXIT = 130
 
 
 COMMANDS: tuple[tuple[str, tuple[Callable[..., None], ...]], ...] = (
-    (RUNS_PANEL, (runs.start, runs.resume, runs.stop, runs.rerun)),
+    (RUNS_PANEL, (runs.start, research.plan, runs.resume, runs.stop, runs.rerun)),
     (INSPECT_PANEL, (inspect.status, inspect.attempts, inspect.logs, inspect.report)),
     (SANDBOX_PANEL, (sandbox_cli.doctor, sandbox_cli.reap)),
 )

@@ -25,6 +25,16 @@ Wide = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print plain JSON for scripts (no colour, no table).")]
 
+REPORT_RESERVE_MIN_S = 30.0
+REPORT_RESERVE_MAX_S = 90.0
+REPORT_RESERVE_SHARE = 0.2
+"""The final report keeps a fifth of the budget, within 30 to 90 seconds."""
+
+
+def report_reserve(budget_s: float) -> float:
+    return min(REPORT_RESERVE_MAX_S, max(REPORT_RESERVE_MIN_S, budget_s * REPORT_RESERVE_SHARE))
+
+
 MIN_SEEDS = 2
 """Selection compares arms by their seed means: one seed per arm would pick a lucky draw."""
 MAX_SEEDS = 20

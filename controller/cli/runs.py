@@ -23,8 +23,22 @@ from controller.cli.options import (
     parse_grid,
     parse_iteration_limits,
     parse_usd,
+    report_reserve,
 )
 from controller.cli.render import console, out
+from controller.cli.research import (
+    DEFAULT_SOURCES,
+    Corpus,
+    Idea,
+    Offline,
+    Sources,
+    Topic,
+    adopt_plan,
+    load_plan_file,
+    research_config,
+    research_of_plan,
+    run_front_end,
+)
 from controller.cli.sandbox import reap_for_run
 from controller.errors import BadInputError
 from controller.ledger import IterationLimits
@@ -34,10 +48,6 @@ from controller.store import RunStore
 from controller.tasks import load_task
 from sandbox.durations import format_duration
 
-REPORT_RESERVE_MIN_S = 30.0
-REPORT_RESERVE_MAX_S = 90.0
-REPORT_RESERVE_SHARE = 0.2
-"""The final report keeps a fifth of the budget, within 30 to 90 seconds."""
 INTERRUPTED_EXIT = 130
 DEFAULT_LIMITS = IterationLimits()
 """The defaults a `--iteration-*` flag left out keeps (shown in `start --help`)."""
@@ -205,6 +215,24 @@ def start(
         bool, typer.Option(help="Log the run to MLflow, when installed: pip install 'sandlab\\[mlflow]'.")
     ] = True,
     run_id: Annotated[str | None, typer.Option(help="Name the run (default: time plus a random suffix).")] = None,
+    topic: Topic = None,
+    idea: Idea = None,
+    corpus: Corpus = None,
+    sources: Sources = DEFAULT_SOURCES,
+    offline: Offline = False,
+    plan: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run this (edited) plan.json instead of planning.",
+            exists=True,
+            dir_okay=False,
+            rich_help_panel="Research front-end",
+        ),
+    ] = None,
+    memory: Annotated[
+        Path | None,
+        typer.Option(help="Findings memory across runs (default: memory.jsonl in the runs folder).", dir_okay=False),
+    ] = None,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
 ) -> None:
     """Start a research run and leave it unattended; it ends with a report."""
@@ -221,6 +249,11 @@ def start(
     )
     _check_choices(agent=agent, backend=backend, model=model, arch=arch)
     load_task(task)
+    if plan is not None and topic is not None:
+        msg = "--plan runs a plan that is already written; leave out --topic (or drop --plan to plan anew)"
+        raise BadInputError(msg)
+    research = research_config(topic, idea, corpus, sources, offline=offline)
+    adopted = load_plan_file(plan, task) if plan is not None else None
     matrix_overrides = _matrix(task, matrix, ablate, sweep)
     from controller.datasets import resolve_dataset
 
@@ -249,10 +282,12 @@ def start(
         allow_weaker=allow_weaker,
         gpus=gpus,
         parallel=parallel,
-        report_reserve_s=min(REPORT_RESERVE_MAX_S, max(REPORT_RESERVE_MIN_S, budget_s * REPORT_RESERVE_SHARE)),
+        report_reserve_s=report_reserve(budget_s),
         matrix=matrix_overrides,
         iteration_limits=iteration_limits,
         mlflow=mlflow,
+        research=research or (research_of_plan(plan) if plan is not None else None),
+        memory=str(memory.expanduser().resolve()) if memory else None,
     )
     from controller.scheduler import ResourcePool
     from controller.wiring import integrity_of, make_sandbox, stage_policies
@@ -267,6 +302,8 @@ def start(
         probe.close()
     reap_for_run(None, config.backend)
     store, _ = RunStore.create(runs_dir, config, run_id)
+    if adopted is not None and plan is not None:
+        adopt_plan(store, adopted, plan)
     raise typer.Exit(_run_loop(store))
 
 
@@ -279,9 +316,15 @@ def resume(
     if state.status == "running" and owner_alive(state):
         msg = f"run {run_id} is still running (pid {state.owner_pid}); stop it first with `controller stop {run_id}`"
         raise BadInputError(msg)
+    if state.status == "planned":
+        msg = f"run {run_id} is a plan; run it with `controller start --plan {store.root / 'plan.json'}`"
+        raise BadInputError(msg)
     if state.status in {"finished", "stopped"}:
         msg = f"run {run_id} already {state.status}; see `controller report {run_id}` or start a new run"
         raise BadInputError(msg)
+    research = state.config.research
+    if research is not None and research.plan_only:  # `controller plan` interrupted: plan again, no jobs
+        raise typer.Exit(run_front_end(store))
     reap_for_run(None, state.config.backend)  # every container whose owner died, this run's included
     raise typer.Exit(_run_loop(store, resume=True))
 

@@ -115,6 +115,7 @@ def _hypotheses(src: Sources) -> list[dict[str, Any]]:
                 "threshold": _maybe(src, JOURNAL, pointer(i, "hypothesis", "success_threshold"), "metric"),
                 "components": [f"module {s}" for s in sorted(hypothesis.get("modules", {}))]
                 + [f"hyperparameter {k}" for k in sorted(hypothesis.get("hyper", {}))],
+                "citations": [str(c) for c in hypothesis.get("citations", [])],
             }
         )
     return rows

@@ -74,6 +74,19 @@ class Entrypoints(BaseModel):
     predict: str
 
 
+class Prior(BaseModel):
+    """What the planner assumes before this run has measured anything (a pilot, recorded)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    baseline_sd: float = Field(gt=0)
+    """Seed-to-seed standard deviation of the baseline's validation metric."""
+    pair_s: float = Field(gt=0)
+    """Wall seconds of one train + evaluate pair."""
+    measured: str
+    """Where the numbers come from (machine, backend, run)."""
+
+
 class Task(BaseModel):
     """A task folder, validated."""
 
@@ -94,6 +107,9 @@ class Task(BaseModel):
     min_timeout: Seconds = 30.0
     """A job whose clipped timeout would be shorter than this is not admitted."""
     defaults: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    topic: str = ""
+    """The research topic a run on this task starts from when none is given."""
+    prior: Prior | None = None
     folder: Path = Path()
 
     def smoke_files(self, shape: dict[str, Any]) -> dict[str, bytes]:

@@ -16,7 +16,7 @@ import pytest
 from controller.agents.offline import OfflineAgent
 from controller.ledger import IterationLimits, Ledger
 from controller.loop import LoopContext, ResearchLoop, StagePolicies
-from controller.registry import RunConfig
+from controller.registry import ResearchConfig, RunConfig
 from controller.store import RunStore
 from controller.tasks import load_task
 from controller.wiring import charge_agent_to, stage_policies
@@ -218,8 +218,10 @@ def make_loop(
     gpu_usd_per_hour: float = 0.0,
     resources: Any = None,
     parallel: int = 1,
+    research: ResearchConfig | None = None,
 ) -> ResearchLoop:
     config = RunConfig(
+        research=research,
         budget_s=budget_s,
         seeds=list(range(seeds)),
         report_reserve_s=reserve_s,
