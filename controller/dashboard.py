@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from controller.agents.base import verdict_of
 from controller.figures import Figure
 from controller.registry import AttemptRecord, RunState
 from controller.report import aggregates, best_summary
@@ -117,6 +118,7 @@ def iteration_row(outcome: dict[str, Any]) -> dict[str, Any]:
         "novelty": novelty,
         "diff": mean - base if mean is not None and base is not None else None,
         "p_holm_novelty": outcome["p_holm"].get(novelty),
+        "verdict": verdict_of(bool(outcome["supported"]), outcome.get("adequate")),
     }
 
 

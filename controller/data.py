@@ -88,7 +88,9 @@ class RunData:
             return
         spec = self.dataset()
         files = self.task.code(with_prepare=True)
-        files["config.json"] = json.dumps({"dataset": spec.kind, "raw_dir": RAW_DATA_MOUNT}).encode()
+        files["config.json"] = json.dumps(
+            {"dataset": spec.kind, "raw_dir": RAW_DATA_MOUNT, "train_fraction": self.config.train_fraction}
+        ).encode()
         policy = self.prepare_policy
         if spec.host_path is not None:
             policy = policy.with_overrides(data_mounts=[{"source": str(spec.host_path), "target": RAW_DATA_MOUNT}])

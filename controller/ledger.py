@@ -53,8 +53,9 @@ class IterationLimits(BaseModel):
     """LLM tokens one iteration may use."""
     repairs_per_module: int = 2
     """Repair rounds for one generated module before rolling back."""
-    attempts: int = 40
-    """Sandbox attempts one iteration may make."""
+    attempts: int = 80
+    """Sandbox attempts one iteration may make (room for the seeds power asks for: 4 arms x
+    10 seeds x train and evaluate)."""
 
 
 class Usage(Protocol):
@@ -176,6 +177,13 @@ class Ledger:
         for name, hit, detail in checks:
             if hit:
                 raise IterationLimitError(name, detail)
+
+    def iteration_room(self) -> tuple[float, float]:
+        """(attempts, wall seconds) the current iteration may still use (inf outside one)."""
+        use = self._iteration
+        if use is None:
+            return float("inf"), float("inf")
+        return self.limits.attempts - use.attempts, self.limits.wall_s - (self._clock() - use.started)
 
     def reserve_attempt(self) -> None:
         """Count an attempt against the iteration now, so parallel jobs respect the limit."""

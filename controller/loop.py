@@ -10,7 +10,6 @@ decide, report.py writes.
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +38,7 @@ from controller.research import plan_from_literature
 from controller.runlog import configure_run_logging
 from controller.scheduler import ResourcePool
 from controller.selection import arm_stats, choose_best, compare_family, required_seeds
+from controller.sizing import Sizing, baseline_sd, estimated_pair_s, size_iteration
 from controller.stats import ArmStats
 from controller.store import RunStore, train_key
 from controller.tasks import Task
@@ -170,15 +170,8 @@ class ResearchLoop:
 
     def should_stop(self, plan: Plan) -> bool:
         """Stopping rules: iterations, patience, target, budget, stop request."""
-        rules = plan.stopping
-        reasons = []
-        if self.iteration >= rules.max_iterations:
-            reasons.append(f"reached {rules.max_iterations} iterations")
-        recent = self.history[-rules.patience :]
-        if len(recent) == rules.patience and not any(o.supported for o in recent):
-            reasons.append(f"{rules.patience} iterations without a supported hypothesis")
-        if rules.target is not None and self.state.best and self.state.best.mean >= rules.target:
-            reasons.append(f"target {rules.target} reached (validation mean over {self.state.best.n} seeds)")
+        best = (self.state.best.mean, self.state.best.n) if self.state.best else None
+        reasons = plan.stopping.reasons(self.iteration, [o.supported for o in self.history], best)
         if self.attempts.deadline.is_set() or self.ledger.expired():
             reasons.append("wall-clock budget spent")
         elif self.ledger.available_s() < self.task.min_timeout:
@@ -196,8 +189,7 @@ class ResearchLoop:
             return Plan.model_validate(stored)
         self._set_stage("plan")
         if self.state.config.research is not None:  # literature, novelty, the planning session
-            client = getattr(self.ctx.agent, "client", None)
-            llm = client if isinstance(client, LLMClient) else None
+            llm = client if isinstance(client := getattr(self.ctx.agent, "client", None), LLMClient) else None
             plan = plan_from_literature(
                 self.store, self.state.config, self.task, llm, self.ctx.progress, self.attempts.checkpoint
             )
@@ -220,14 +212,17 @@ class ResearchLoop:
         self.ctx.progress(f"iteration {self.iteration}: {hypothesis.id} - {hypothesis.statement}")
         arms: list[Arm] = []
         notes: list[str] = []
+        sizing: Sizing | None = None
         try:
             self._set_stage("code")
             modules = {slot: self.coder.write(slot, hypothesis) for slot in sorted(hypothesis.modules)}
             matrix = self.plan.matrix if self.plan is not None else Matrix()
             novelty = novelty_arm(self.task, hypothesis, modules, self.trial.sweep(hypothesis, modules, matrix.sweep))
-            arms = self.fit_to_budget(expand(self.task, hypothesis, novelty, matrix, self.coder.guarded_suites(matrix)))
+            arms = expand(self.task, hypothesis, novelty, matrix, self.coder.guarded_suites(matrix))
+            sizing = self.size(hypothesis, arms)
+            arms = self.fit_to_budget(arms, sizing.seeds)
             self._set_stage("run")
-            self.run_arms(arms)
+            self.run_arms(arms, sizing.seeds)
         except IterationLimitError as cut:
             self._limit(cut.limit, cut.detail)
             notes.append(f"iteration cut: {cut}")
@@ -236,12 +231,25 @@ class ResearchLoop:
             notes.append(f"budget: {refused}")
         self._set_stage("analyze")
         outcome = self.analyze(hypothesis, arms, notes)
+        if sizing is not None:
+            outcome.power, outcome.adequate, outcome.seeds = sizing.note, sizing.power.adequate, len(sizing.seeds)
         self.ledger.end_iteration()
         return outcome
 
-    def fit_to_budget(self, arms: list[Arm]) -> list[Arm]:
+    def size(self, hypothesis: Hypothesis, arms: list[Arm]) -> Sizing:
+        """The iteration's seeds: enough to detect the claimed effect, when the budget allows."""
+        attempts_left, wall_left = self.ledger.iteration_room()
+        sizing = size_iteration(
+            self.task, hypothesis, seeds=self.state.config.seeds, arms=len(arms),
+            measured_sd=baseline_sd(self.task, self.scores.get(arms[0].key, {})),
+            pair_s=self.estimated_pair_s(), available_s=self.ledger.available_s(), parallel=self.ctx.parallel,
+            attempts_left=attempts_left, iteration_s_left=wall_left,
+        )  # fmt: skip
+        self.ctx.progress(f"  power: {sizing.note}")
+        return sizing
+
+    def fit_to_budget(self, arms: list[Arm], seeds: list[int]) -> list[Arm]:
         """Shrink the matrix (ablations first, last first; never baseline, novelty or seeds)."""
-        seeds = self.state.config.seeds
         left = {arm.key: sum(train_key(arm.key, s) not in self.attempts.index for s in seeds) for arm in arms}
         kept, dropped, estimate = shrink_to_budget(
             arms, left, self.estimated_pair_s(), self.ledger.available_s(), self.ctx.parallel
@@ -259,15 +267,11 @@ class ResearchLoop:
         return kept
 
     def estimated_pair_s(self) -> float:
-        """Typical seconds of one train+evaluate pair so far (the task's timeouts before any ran)."""
-        done = [r.result.duration_s for r in self.attempts.index.values() if r.kind in {"train", "eval"}]
-        if len(done) < 2:
-            return self.task.timeouts.train / 4 + self.task.timeouts.predict / 4
-        return 2 * statistics.median(done)
+        return estimated_pair_s(self.task, self.attempts.index.values())
 
-    def run_arms(self, arms: list[Arm]) -> None:
+    def run_arms(self, arms: list[Arm], seeds: list[int]) -> None:
         """Every arm x seed, `parallel` at a time; each scored pair lands in `scores`."""
-        pairs = [(arm, seed) for arm in arms for seed in self.state.config.seeds]
+        pairs = [(arm, seed) for arm in arms for seed in seeds]
         if self.ctx.parallel > 1:
             with ThreadPoolExecutor(self.ctx.parallel, thread_name_prefix="job") as executor:
                 list(executor.map(lambda pair: self.score(*pair), pairs))

@@ -76,6 +76,19 @@ class StoppingRules(BaseModel):
     target: float | None = None
     """Stop once the best arm's validation mean reaches this."""
 
+    def reasons(self, iterations: int, supported: list[bool], best: tuple[float, int] | None) -> list[str]:
+        """Which of these rules say stop, given the iterations run, their verdicts in order and
+        the best arm's (validation mean, seeds)."""
+        found = []
+        if iterations >= self.max_iterations:
+            found.append(f"reached {self.max_iterations} iterations")
+        recent = supported[-self.patience :]
+        if len(recent) == self.patience and not any(recent):
+            found.append(f"{self.patience} iterations without a supported hypothesis")
+        if self.target is not None and best is not None and best[0] >= self.target:
+            found.append(f"target {self.target} reached (validation mean over {best[1]} seeds)")
+        return found
+
 
 class Matrix(BaseModel):
     """The experiment matrix, declared in the plan and expanded deterministically.

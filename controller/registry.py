@@ -88,6 +88,9 @@ class RunConfig(BaseModel):
     """Where mnist/cifar10 live on the host, in torchvision's layout."""
     allow_download: bool = False
     fallback_fakedata: bool = False
+    train_fraction: float = Field(default=1.0, gt=0, le=1)
+    """Train on this stratified share of the training split (a low-data regime); validation
+    and test are untouched."""
     arch: str = "cnn"
     """Model trunk: cnn (small CNN) or resnet18."""
     pretrained: str | None = None

@@ -148,6 +148,7 @@ def best_config(results: Results, arm: Arm) -> dict[str, Any]:
     return {
         "task": results.task.name,
         "dataset": config.dataset,
+        "train_fraction": config.train_fraction,
         "data_root": config.data_root,
         "model": {"arch": arm.hyper.get("arch", config.arch), "pretrained": config.pretrained},
         "input_shape": results.data_shape["input_shape"],

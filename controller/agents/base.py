@@ -50,6 +50,29 @@ class IterationOutcome(BaseModel):
     p_holm: dict[str, float | None] = Field(default_factory=dict)
     """Per arm: Welch's p against the baseline, Holm-corrected over the iteration's arms."""
     notes: list[str] = Field(default_factory=list)
+    power: str = ""
+    """The power statement the iteration ran under (controller.sizing)."""
+    adequate: bool | None = None
+    """Whether its seeds could detect the claimed effect: a "not supported" from an
+    underpowered iteration is no evidence of no effect."""
+    seeds: int | None = None
+
+    @property
+    def verdict(self) -> str:
+        return verdict_of(self.supported, self.adequate)
+
+
+def verdict_of(supported: bool, adequate: bool | None) -> str:
+    """The words for an iteration's verdict: a null result says whether it could have been otherwise."""
+    if supported:
+        return "supported"
+    if adequate is None:
+        return "not supported"
+    return (
+        "not supported at adequate power (refuted)"
+        if adequate
+        else "not supported, underpowered (no evidence either way)"
+    )
 
 
 class Agent(ABC):

@@ -152,6 +152,10 @@ def start(
     ] = None,
     allow_download: Annotated[bool, typer.Option(help="Fetch mnist/cifar10 on the host if missing.")] = False,
     fallback_fakedata: Annotated[bool, typer.Option(help="Use FakeData when the dataset is unavailable.")] = False,
+    train_fraction: Annotated[
+        float,
+        typer.Option(min=0.001, max=1.0, help="Train on this stratified share of the train split (low-data regime)."),
+    ] = 1.0,
     arch: Annotated[str, typer.Option(help="Model trunk: cnn or resnet18.")] = "cnn",
     matrix: Annotated[str | None, typer.Option(help="Cross every arm: 'arch=cnn,resnet18;lr=0.003,0.006'.")] = None,
     ablate: Annotated[str | None, typer.Option(help="Systematic ablation dimensions: optimizer,scheduler.")] = None,
@@ -270,6 +274,7 @@ def start(
         data_root=str(data_root.resolve()) if data_root else None,
         allow_download=allow_download,
         fallback_fakedata=fallback_fakedata,
+        train_fraction=train_fraction,
         arch=arch,
         pretrained=str(pretrained.resolve()) if pretrained else None,
         agent=agent,

@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 
+from controller.plan import Plan
 from sandbox.backends.docker import labels
 
 pytestmark = pytest.mark.docker
 CONTROLLER = [sys.executable, "-m", "controller"]
 SLACK_S = 45
+BUILTIN_CORPUS = Path(__file__).resolve().parents[2] / "controller" / "research" / "corpus" / "builtin.jsonl"
 
 
 def _containers(client: Any, run_id: str) -> list[Any]:
@@ -70,6 +72,11 @@ def test_start_finishes_within_budget_with_a_complete_registry(tmp_path: Path, d
             "offline",
             "--task",
             "digits",
+            "--topic",
+            "data augmentation for small digit datasets",
+            "--offline",
+            "--corpus",
+            str(BUILTIN_CORPUS),
             "--runs-dir",
             str(tmp_path),
             "--run-id",
@@ -87,6 +94,18 @@ def test_start_finishes_within_budget_with_a_complete_registry(tmp_path: Path, d
     _check_registry(root)
     state = json.loads((root / "run.json").read_text())
     assert state["status"] == "finished" and state["totals"]["attempts"] >= 10
+    # the research front-end ran first, and the loop ran its plan
+    for name in (
+        "literature/papers.jsonl",
+        "literature/summaries.jsonl",
+        "literature/novelty.json",
+        "planning/session.jsonl",
+    ):
+        assert (root / name).is_file(), name
+    plan = Plan.model_validate_json((root / "plan.json").read_text())
+    journal = json.loads((root / "journal.json").read_text())
+    assert journal and [o["hypothesis"]["id"] for o in journal] == [h.id for h in plan.hypotheses][: len(journal)]
+    assert any(h.citations for h in plan.hypotheses)
     assert _containers(docker_client, "e2e") == []
     assert _orphans(docker_client) == []
     # the CLI views read the registry

@@ -18,6 +18,7 @@ import numpy as np
 from common import write_json
 
 SPLIT_SEED = 0
+SUBSAMPLE_SEED = 0
 TEST_FRACTION = 0.2
 VAL_FRACTION = 0.2
 FAKEDATA_SIZE = 1200
@@ -136,8 +137,24 @@ def load(config: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     raise ValueError(msg)
 
 
+def subsample(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed, stratified share of train (at least two images per class): the low-data regime."""
+    if fraction >= 1:
+        return x, y
+    from sklearn.model_selection import train_test_split
+
+    classes = len(np.unique(y))
+    keep = max(round(fraction * len(y)), 2 * classes)
+    if keep >= len(y):
+        return x, y
+    x_keep, _, y_keep, _ = train_test_split(x, y, train_size=keep, stratify=y, random_state=SUBSAMPLE_SEED)
+    return x_keep, y_keep
+
+
 def main(config: dict[str, Any], reporter: Any) -> None:
     splits = load(config)
+    fraction = float(config.get("train_fraction", 1.0))
+    splits["train"] = subsample(*splits["train"], fraction)
     x_train, y_train = splits["train"]
     scale = 255.0 if x_train.dtype == np.uint8 else 1.0
     as_float = x_train.astype(np.float32) / scale
@@ -166,6 +183,7 @@ def main(config: dict[str, Any], reporter: Any) -> None:
             "mean": mean,
             "std": std,
             "split_seed": SPLIT_SEED,
+            "train_fraction": fraction,
             "n_train": len(y_train),
             "n_val": len(splits["val"][1]),
             "n_test": len(splits["test"][1]),

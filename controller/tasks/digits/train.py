@@ -11,6 +11,7 @@ the weights saved are the final epoch's.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any
@@ -30,7 +31,9 @@ def holdout_split(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[np.nda
 
     if fraction <= 0:
         return x, x[:0], y, y[:0]
-    return tuple(train_test_split(x, y, test_size=fraction, stratify=y, random_state=HOLDOUT_SEED))
+    # At least one row per class, so that a low-data train split still holds out every class.
+    size = max(round(fraction * len(y)), len(np.unique(y)))
+    return tuple(train_test_split(x, y, test_size=size, stratify=y, random_state=HOLDOUT_SEED))
 
 
 def _choose(setting: Any, auto: bool) -> bool:
@@ -70,7 +73,11 @@ def run(config: dict[str, Any], reporter: Any) -> None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    epochs = int(config["epochs"])
+    batch_size = int(config["batch_size"])
+    # At least `min_steps` optimiser steps: a small (low-data) train split gets more epochs, so
+    # that every setting trains to a comparable point; the full split is unchanged.
+    batches = max(1, math.ceil(len(x_train) / batch_size))
+    epochs = max(int(config["epochs"]), math.ceil(int(config.get("min_steps", 0)) / batches))
     schedule = str(config.get("scheduler", "none"))
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
@@ -80,7 +87,6 @@ def run(config: dict[str, Any], reporter: Any) -> None:
         else None
     )
     loss_fn = nn.CrossEntropyLoss()
-    batch_size = int(config["batch_size"])
     generator = torch.Generator().manual_seed(seed)
 
     samples = 0

@@ -17,6 +17,7 @@ CLI_DIR = Path(controller.cli.__file__).parent
 ENGINE_MODULES = ("docker", "sandbox.backends.docker")
 EXPECTED = {
     "start",
+    "plan",
     "resume",
     "stop",
     "rerun",
@@ -54,7 +55,7 @@ def test_command_modules_register_nothing_themselves() -> None:
         text = path.read_text()
         assert "Typer(" not in text and ".command(" not in text, f"{path.name} registers commands itself"
     registered = {command.__name__ for _, commands in COMMANDS for command in commands}
-    assert registered == {"start", "resume", "stop", "rerun", "status", "attempts", "logs", "report", "doctor", "reap"}
+    assert registered == {"start", "plan", "resume", "stop", "rerun", "status", "attempts", "logs", "report", "doctor", "reap"}
 
 
 def _imported_modules(path: Path) -> set[str]:

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from controller.cli.research import adopt_plan, load_plan_file
 from controller.loop import InterruptedRunError
 from controller.plan import Plan
-from controller.registry import ResearchConfig
+from controller.registry import ResearchConfig, RunConfig
+from controller.research import plan_from_literature
 from controller.research.memory import read_memory
+from controller.store import RunStore
+from controller.tasks import load_task
 from tests.controller.fakes import FakeSandbox, make_loop
 
 TOPIC = "data augmentation for small digit datasets"
@@ -82,3 +86,22 @@ def test_an_interrupted_front_end_resumes_without_redoing_finished_stages(tmp_pa
     assert (root / "literature/papers.jsonl").stat().st_mtime_ns == papers_before
     assert (root / "literature/summaries.jsonl").read_text() == summaries_before
     assert Plan.model_validate_json((root / "plan.json").read_text()).topic == TOPIC
+
+
+def test_an_edited_plan_runs_as_written_with_its_literature(tmp_path: Path) -> None:
+    research = ResearchConfig(topic=TOPIC, sources=[], plan_only=True)
+    config = RunConfig(budget_s=3600, report_reserve_s=60, research=research)
+    planned, _ = RunStore.create(tmp_path / "runs", config, "p1")
+    plan = plan_from_literature(planned, config, load_task("digits"), None, lambda line: None)
+    planned.write("plan.json", plan)
+    chosen = plan.hypotheses[-1].model_copy(update={"statement": "Edited by hand."})
+    (planned.root / "plan.json").write_text(plan.model_copy(update={"hypotheses": [chosen]}).model_dump_json())
+    loop = make_loop(tmp_path, FakeSandbox(), run_id="r2")
+    adopt_plan(loop.store, load_plan_file(planned.root / "plan.json", "digits"), planned.root / "plan.json")
+    assert (loop.store.root / "literature/papers.jsonl").is_file()
+    assert not (loop.store.root / "literature/cache").exists()
+    state = loop.run()
+    journal = json.loads((loop.store.root / "journal.json").read_text())
+    assert state.status == "finished"
+    assert journal[0]["hypothesis"]["statement"] == "Edited by hand."
+    assert all(o["hypothesis"]["id"].startswith(chosen.id) for o in journal)  # the plan, or built on it
