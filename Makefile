@@ -8,11 +8,14 @@ BIN := $(VENV)/bin
 ## make run: set everything up, check the machine, then run sandlab on its defaults: an offline
 ## front-end (built-in corpus, planning session) on TOPIC, then the loop. Network sources:
 ## make run SOURCES=semantic_scholar,arxiv,openalex
+## The low-data digits setting (10% of the training split) is where ideas matter: see the README.
 TOPIC ?= data augmentation for small digit datasets
 SOURCES ?= none
+TRAIN_FRACTION ?= 0.1
 run: setup
 	$(BIN)/controller doctor
-	$(BIN)/controller start --budget 5m --agent offline --task digits --topic "$(TOPIC)" --sources "$(SOURCES)"
+	$(BIN)/controller start --budget 5m --agent offline --task digits --topic "$(TOPIC)" --sources "$(SOURCES)" \
+		--train-fraction $(TRAIN_FRACTION)
 
 ## make test: set everything up, then lint, type-check and run the whole suite (docker tests included).
 test: setup lint typecheck pytest

@@ -89,7 +89,7 @@ def real_verdicts(run: Path) -> list[bool]:
 
 
 def _stats(name: str, values: list[float]) -> ArmStats:
-    return summarize(name, values, "accuracy")
+    return summarize(name, values, bounds=(0.0, 1.0))
 
 
 def resample(pool: list[float], n: int, family: int, repetitions: int, rng: random.Random) -> tuple[int, int]:

@@ -41,6 +41,7 @@ def run_findings(results: Results, aggregate: dict[str, Any]) -> list[Finding]:
             run_id=results.state.run_id,
             task=results.task.name,
             dataset=config.dataset,
+            train_fraction=config.train_fraction,
             hypothesis=hypothesis.id,
             statement=hypothesis.statement,
             components=hypothesis.components(),

@@ -37,7 +37,14 @@ from controller.report import Results
 from controller.research import plan_from_literature
 from controller.runlog import configure_run_logging
 from controller.scheduler import ResourcePool
-from controller.selection import arm_stats, choose_best, compare_family, required_seeds
+from controller.selection import (
+    arm_stats,
+    attribute,
+    attribution_note,
+    choose_best,
+    compare_family,
+    required_seeds,
+)
 from controller.sizing import Sizing, baseline_sd, estimated_pair_s, size_iteration
 from controller.stats import ArmStats
 from controller.store import RunStore, train_key
@@ -304,16 +311,12 @@ class ResearchLoop:
         supported = novelty is not None and novelty.supported(
             hypothesis.success_threshold, self.task.metric.higher_is_better
         )
+        attribution = attribute(hypothesis, comparisons, self.task.metric.higher_is_better) if supported else {}
         if novelty is not None:
-            self.log.info(
-                "analysis",
-                hypothesis=hypothesis.id,
-                diff=novelty.diff,
-                p_value=novelty.p_value,
-                p_holm=novelty.p_holm,
-                family=len(comparisons),
-                supported=supported,
-            )
+            self.log.info("analysis", hypothesis=hypothesis.id, diff=novelty.diff, p_holm=novelty.p_holm,
+                          family=len(comparisons), supported=supported, attribution=attribution)  # fmt: skip
+        if attribution:
+            notes.append(attribution_note(attribution))
         baseline = stats.get("baseline")
         outcome = IterationOutcome(
             iteration=self.iteration,
@@ -323,6 +326,7 @@ class ResearchLoop:
             baseline_mean=baseline.mean if baseline else None,
             p_holm={name: c.p_holm for name, c in comparisons.items()},
             notes=notes,
+            attribution=attribution,
         )
         try:
             summary = self.ctx.agent.review(self.task, outcome).summary

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from controller.plan import Arm
+from controller.plan import Arm, Hypothesis
 from controller.registry import AttemptRecord
 from controller.stats import ArmStats, Comparison, compare, holm, summarize
 
@@ -65,3 +65,36 @@ def compare_family(stats: Mapping[str, ArmStats], baseline: str) -> dict[str, Co
     raw = {name: compare(arm, base) for name, arm in stats.items() if name != baseline}
     adjusted = holm({name: c.p_value for name, c in raw.items()})
     return {name: c.with_holm(adjusted[name]) for name, c in raw.items()}
+
+
+def attribute(
+    hypothesis: Hypothesis, comparisons: Mapping[str, Comparison], higher_is_better: bool = True
+) -> dict[str, str]:
+    """For a supported hypothesis, what each component's ablation says about it.
+
+    `carries`: without the component the gain over the baseline is no longer supported, so the
+    component is needed for it; `not needed`: the arm without it still beats the baseline
+    (Holm-corrected, by the threshold); `not ablated`: its arm was not run (budget).
+    """
+    verdicts = {}
+    for component in hypothesis.components():
+        name = component.partition(":")[2]
+        ablation = comparisons.get(f"ablation:{hypothesis.id}-no-{name}")
+        if ablation is None:
+            verdicts[component] = "not ablated"
+        elif ablation.supported(hypothesis.success_threshold, higher_is_better):
+            verdicts[component] = "not needed"
+        else:
+            verdicts[component] = "carries"
+    return verdicts
+
+
+def attribution_note(verdicts: Mapping[str, str]) -> str:
+    """One line for the report: which component carried the gain."""
+    carriers = [c for c, v in verdicts.items() if v == "carries"]
+    detail = ", ".join(f"{c}: {v}" for c, v in verdicts.items())
+    if len(carriers) == 1:
+        return f"ablations: {carriers[0]} carried the gain ({detail})"
+    if carriers:
+        return f"ablations: the gain needs {' and '.join(carriers)} together ({detail})"
+    return f"ablations: no single component is needed for the gain ({detail})"

@@ -56,6 +56,8 @@ class IterationOutcome(BaseModel):
     """Whether its seeds could detect the claimed effect: a "not supported" from an
     underpowered iteration is no evidence of no effect."""
     seeds: int | None = None
+    attribution: dict[str, str] = Field(default_factory=dict)
+    """For a supported hypothesis: component -> carries / not needed / not ablated."""
 
     @property
     def verdict(self) -> str:

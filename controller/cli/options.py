@@ -97,8 +97,8 @@ def parse_gpus(text: str | None) -> int | list[int] | None:
         raise BadInputError(msg) from None
 
 
-def check_seeds(seeds: int) -> list[int]:
-    """The seeds for `--seeds N`: at least two, so that selection never rests on one seed."""
+def check_seeds(seeds: int, first: int = 0) -> list[int]:
+    """The seeds for `--seeds N --first-seed F`: at least two, so that selection never rests on one."""
     if seeds < MIN_SEEDS:
         msg = (
             f"--seeds: {seeds} is too few; selection compares arms over seeds and never rests on one, "
@@ -108,7 +108,10 @@ def check_seeds(seeds: int) -> list[int]:
     if seeds > MAX_SEEDS:
         msg = f"--seeds: {seeds} is too many; use at most {MAX_SEEDS}"
         raise BadInputError(msg)
-    return list(range(seeds))
+    if first < 0:
+        msg = f"--first-seed: {first} is negative; give 0 or more"
+        raise BadInputError(msg)
+    return list(range(first, first + seeds))
 
 
 ITERATION_LIMIT_FLAGS = {

@@ -188,6 +188,9 @@ def plan(
     offline: Offline = False,
     task: Annotated[str, typer.Option(help="Built-in task name or a task folder.")] = "digits",
     dataset: Annotated[str, typer.Option(help="The dataset the plan is for.")] = "digits",
+    train_fraction: Annotated[
+        float, typer.Option(min=0.001, max=1.0, help="The share of the train split the later run trains on.")
+    ] = 1.0,
     budget: Annotated[str, typer.Option(help="The budget the plan is sized for (the later run's).")] = "2h",
     seeds: Annotated[int, typer.Option(help="Seeds per arm the later run will use.")] = 3,
     parallel: Annotated[int, typer.Option(min=1, max=64, help="Training jobs at once in the later run.")] = 1,
@@ -209,6 +212,7 @@ def plan(
     config = RunConfig(
         task=task,
         dataset=dataset,
+        train_fraction=train_fraction,
         agent=agent,
         model=model,
         budget_s=budget_s,

@@ -168,6 +168,9 @@ def start(
     seeds: Annotated[
         int, typer.Option(help=f"Seeds per arm, {MIN_SEEDS} to {MAX_SEEDS}: selection never rests on one seed.")
     ] = 3,
+    first_seed: Annotated[
+        int, typer.Option(help="The first seed (seeds are first .. first + N - 1): repeat a run on fresh seeds.")
+    ] = 0,
     backend: Annotated[str, typer.Option(help="docker (default) or local (no engine; weaker isolation).")] = "docker",
     allow_weaker: Annotated[
         bool, typer.Option(help="Let the local backend run policies it cannot fully enforce.")
@@ -242,7 +245,7 @@ def start(
     """Start a research run and leave it unattended; it ends with a report."""
     budget_s = parse_duration_arg(budget, "--budget")
     cost = parse_usd(max_cost, "--max-cost") if max_cost is not None else None
-    seed_list = check_seeds(seeds)
+    seed_list = check_seeds(seeds, first_seed)
     iteration_limits = parse_iteration_limits(
         wall=iteration_wall,
         gpu_time=iteration_gpu_time,

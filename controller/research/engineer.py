@@ -52,10 +52,11 @@ class EngineeringCheck(BaseModel):
     note: str
 
 
-def pilot_for(task: Task, dataset: str, memory: Sequence[Finding]) -> Pilot:
-    """The latest run on this task and dataset that measured them; else the task's prior."""
+def pilot_for(task: Task, dataset: str, memory: Sequence[Finding], train_fraction: float = 1.0) -> Pilot:
+    """The latest run on this task, dataset and train fraction that measured them; else the task's prior."""
     for finding in reversed(memory):
-        if finding.task == task.name and finding.dataset == dataset and finding.baseline_sd and finding.pair_s:
+        same = finding.task == task.name and finding.dataset == dataset and finding.train_fraction == train_fraction
+        if same and finding.baseline_sd and finding.pair_s:
             return Pilot(
                 baseline_sd=finding.baseline_sd, pair_s=finding.pair_s, source=f"measured in run {finding.run_id}"
             )

@@ -228,7 +228,7 @@ class FrontEnd:
             papers=papers,
             summaries=summaries,
             memory=memory,
-            pilot=pilot_for(self.task, self.config.dataset, memory),
+            pilot=pilot_for(self.task, self.config.dataset, memory, self.config.train_fraction),
             seeds=len(self.config.seeds),
             budget_s=max(self.config.budget_s - self.config.report_reserve_s, 0.0),
             parallel=self.config.parallel,

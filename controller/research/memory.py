@@ -35,6 +35,7 @@ class Finding(BaseModel):
     run_id: str
     task: str
     dataset: str
+    train_fraction: float = 1.0
     hypothesis: str
     """The hypothesis id."""
     statement: str

@@ -93,3 +93,22 @@ def test_the_report_states_holm_corrected_p_values_and_eligibility(tmp_path: Pat
     assert all(a["eligible"] for a in aggregates["arms"].values())
     summary = (loop.store.root / "report" / "summary.md").read_text()
     assert "p (Holm)" in summary
+
+
+def test_ablations_name_the_component_that_carried_the_gain() -> None:
+    from controller.plan import Hypothesis
+    from controller.selection import attribute, attribution_note
+    from controller.stats import summarize
+
+    hypothesis = Hypothesis(id="h", statement="s", modules={"augment": "a", "head": "b"})
+    stats = {
+        "baseline": summarize("baseline", [0.90, 0.91, 0.905, 0.902], bounds=(0.0, 1.0)),
+        "novelty:h": summarize("novelty:h", [0.95, 0.951, 0.949, 0.952], bounds=(0.0, 1.0)),
+        "ablation:h-no-augment": summarize("ablation:h-no-augment", [0.903, 0.906, 0.901, 0.904], bounds=(0.0, 1.0)),
+        "ablation:h-no-head": summarize("ablation:h-no-head", [0.948, 0.95, 0.951, 0.947], bounds=(0.0, 1.0)),
+    }
+    verdicts = attribute(hypothesis, compare_family(stats, "baseline"))
+    assert verdicts == {"module:augment": "carries", "module:head": "not needed"}
+    assert attribution_note(verdicts).startswith("ablations: module:augment carried the gain")
+    without = {k: v for k, v in stats.items() if k != "ablation:h-no-head"}
+    assert attribute(hypothesis, compare_family(without, "baseline"))["module:head"] == "not ablated"

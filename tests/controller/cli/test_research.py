@@ -119,3 +119,8 @@ def test_bad_front_end_flags_are_one_line_naming_the_fix(tmp_path: Path, args: l
     assert proc.returncode == 2
     assert message.replace("CORPUS", str(corpus)) in one_line_error(proc)
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_first_seed_must_not_be_negative(tmp_path: Path) -> None:
+    proc = controller("start", "--first-seed", "-1", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2 and "--first-seed" in one_line_error(proc)
