@@ -28,11 +28,12 @@ from controller.research.fulltext import fetch_open_access
 from controller.research.memory import memory_path, read_memory
 from controller.research.novelty import NoveltyReport
 from controller.research.offline_roles import OfflineRoles
-from controller.research.papers import Paper, dedupe
+from controller.research.papers import Paper, dedupe, merge
 from controller.research.planning import run_session
 from controller.research.session import Context, Roles, SessionTurn
 from controller.research.sources import Source, SourceUnavailableError, builtin_corpus, network_sources
 from controller.research.sources.local import LocalCorpus
+from controller.research.sources.semantic_scholar import SemanticScholar
 from controller.research.summarize import PaperSummary, lexical_relevance, llm_summary, offline_summary
 from controller.store import RunStore, write_text_atomic
 from controller.tasks import Task
@@ -45,6 +46,8 @@ FULLTEXT = "literature/fulltext.json"
 SUMMARIES = "literature/summaries.jsonl"
 NOVELTY = "literature/novelty.json"
 SESSION = "planning/session.jsonl"
+ENRICHED = 5
+"""Papers without an abstract that Semantic Scholar's paper details are asked for."""
 LLM_SUMMARIES = 12
 """Papers the model summarises (the most relevant); the rest get offline summaries."""
 MIN_INTERVAL_ENV = "SANDLAB_LITERATURE_MIN_INTERVAL_S"
@@ -109,8 +112,12 @@ class FrontEnd:
         for source, (papers, entry) in zip(remote, answers, strict=True):
             report[source.name] = entry
             found += papers
-            source.close()
         merged = dedupe(found)
+        s2 = next((s for s in remote if isinstance(s, SemanticScholar) and report[s.name]["status"] == "ok"), None)
+        if s2 is not None:
+            merged = self._enrich(merged, s2)
+        for source in remote:
+            source.close()
         self.store.write(SOURCES, report)
         self._write_jsonl(PAPERS, [p.model_dump(mode="json") for p in merged])
         ok = [n for n, e in report.items() if e["status"] == "ok"]
@@ -120,6 +127,25 @@ class FrontEnd:
             + (f"; failed: {'; '.join(failed)}" if failed else "")
         )
         return merged
+
+    def _enrich(self, papers: list[Paper], s2: SemanticScholar) -> list[Paper]:
+        """Abstracts for the most relevant papers that came without one, from S2's paper details."""
+        relevance = lexical_relevance(self.research.topic, papers)
+        wanting = sorted(
+            (i for i, p in enumerate(papers) if not p.abstract and not p.summary and (p.ids.doi or p.ids.arxiv)),
+            key=lambda i: -relevance[i],
+        )[:ENRICHED]
+        enriched = list(papers)
+        for i in wanting:
+            paper = papers[i]
+            ident = f"DOI:{paper.ids.doi}" if paper.ids.doi else f"ARXIV:{paper.ids.arxiv}"
+            try:
+                detail = s2.details(ident)
+            except SourceUnavailableError as exc:
+                log.info("literature.details_failed", key=paper.key, error=str(exc))
+                continue
+            enriched[i] = merge(paper, detail).with_key()
+        return enriched
 
     def _ask_source(self, source: Any, query: str, limit: int) -> tuple[list[Paper], dict[str, Any]]:
         try:

@@ -27,6 +27,7 @@ def _works(api: FakeAPI) -> dict[str, object]:
 
     def work(wid: str, title: str, oa: bool) -> dict[str, object]:
         location = {"pdf_url": api.url(f"/pdf/{wid}.pdf"), "license": "cc-by"} if oa else None
+        abstract = {"Augmentation": [0], "helps": [1], "small": [2], "digit": [3], "datasets.": [4]} if oa else None
         return {
             "id": f"https://openalex.org/{wid}",
             "doi": f"https://doi.org/10.5555/{wid.lower()}",
@@ -34,13 +35,7 @@ def _works(api: FakeAPI) -> dict[str, object]:
             "publication_year": 2024,
             "authorships": [{"author": {"display_name": "Ada Lovelace"}}],
             "primary_location": {"source": {"display_name": "Small Data Workshop"}},
-            "abstract_inverted_index": {
-                "Augmentation": [0],
-                "helps": [1],
-                "small": [2],
-                "digit": [3],
-                "datasets.": [4],
-            },
+            "abstract_inverted_index": abstract,
             "open_access": {"is_oa": oa},
             "best_oa_location": location,
         }
@@ -72,6 +67,9 @@ def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeAPI:
         fake.route("/openalex/works", Answer(body=_works(fake)))
         fake.route("/pdf/W1.pdf", Answer(body=tiny_pdf(), content_type="application/pdf"))
         fake.route("/pdf/W2.pdf", Answer(body=tiny_pdf(), content_type="application/pdf"))
+        details = {"paperId": "s2w2", "title": "Closed study of augmentation on tiny digit datasets",
+                   "abstract": "Details from Semantic Scholar.", "externalIds": {"DOI": "10.5555/w2"}}  # fmt: skip
+        fake.route("/s2/paper/DOI:10.5555/w2", Answer(body=details))
         monkeypatch.setenv("SANDLAB_S2_URL", fake.url("/s2"))
         monkeypatch.setenv("SANDLAB_ARXIV_URL", fake.url("/arxiv/api/query"))
         monkeypatch.setenv("SANDLAB_OPENALEX_URL", fake.url("/openalex"))
@@ -98,6 +96,8 @@ def test_every_source_is_merged_and_only_open_access_is_fetched(api: FakeAPI, tm
     w2 = next(p for p in papers if p["ids"]["openalex"] == "W2")
     assert w1["key"] in fetched and fetched[w1["key"]]["license"] == "cc-by"
     assert w2["key"] in fulltext["closed_not_fetched"] and api.count("/pdf/W2.pdf") == 0
+    # W2 came without an abstract: Semantic Scholar's paper details filled it in
+    assert w2["abstract"] == "Details from Semantic Scholar." and "semantic_scholar" in w2["sources"]
     assert (root / fetched[w1["key"]]["path"]).read_bytes().startswith(b"%PDF")
     assert plan.hypotheses
 
@@ -111,9 +111,11 @@ def test_a_resumed_front_end_makes_no_request_twice(api: FakeAPI, tmp_path: Path
     for name in ("papers.jsonl", "sources.json", "fulltext.json", "summaries.jsonl"):
         (root / "literature" / name).unlink()
     (root / "plan.json").unlink(missing_ok=True)
+    missing = {r.path for r in api.unrouted}  # details S2 has no answer for (HTTP 404): nothing was fetched
     again = _front_end(root, ALL, fulltext=5)
     again.run()
-    assert api.count() == asked
+    repeated = [r.path for r in api.requests[asked:]]
+    assert all(path in missing for path in repeated), repeated  # nothing that was fetched is asked again
     report = json.loads((root / "literature/sources.json").read_text())
     assert all(report[name]["requests"] == 0 and report[name]["cache_hits"] >= 1 for name in ALL)
 
