@@ -211,4 +211,23 @@ def render_summary(
         generated=datetime.now(UTC).isoformat(timespec="seconds"),
         problems=problems or [],
         final=results.final,
+        research=research_digest(results.store),
     )
+
+
+def research_digest(store: RunStore) -> dict[str, Any] | None:
+    """What the research front-end left, for the summary (None when the run had none)."""
+    sources = store.read("literature/sources.json")
+    session = store.root / "planning" / "session.jsonl"
+    if sources is None and not session.is_file():
+        return None
+    papers = store.root / "literature" / "papers.jsonl"
+    turns = session.read_text().splitlines() if session.is_file() else []
+    novelty = store.read("literature/novelty.json") or {}
+    rejected = {v["idea"]: v.get("cited") for v in novelty.get("ideas", []) if v.get("verdict") == "too_close"}
+    return {
+        "papers": len(papers.read_text().splitlines()) if papers.is_file() else 0,
+        "sources": {name: entry.get("status", "?") for name, entry in (sources or {}).items()},
+        "turns": len(turns),
+        "rejected": rejected,
+    }

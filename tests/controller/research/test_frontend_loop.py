@@ -55,6 +55,8 @@ def test_a_topic_run_writes_literature_session_and_plan_then_runs_the_plan(tmp_p
     bib = (root / "paper" / "references.bib").read_text()
     cited = {c for h in plan.hypotheses for c in h.citations}
     assert cited and all(key in bib for key in cited)
+    summary = (root / "report" / "summary.md").read_text()
+    assert "## From the literature" in summary and "rejected as too close to [" in summary
     # The findings memory got one line per tested hypothesis, with the baseline's sd for the next pilot.
     findings = read_memory(tmp_path / "runs" / "memory.jsonl")
     assert [f.hypothesis for f in findings] == tested
