@@ -250,7 +250,7 @@ class ResearchLoop:
             self.task, hypothesis, seeds=self.state.config.seeds, arms=len(arms),
             measured_sd=baseline_sd(self.task, self.scores.get(arms[0].key, {})),
             pair_s=self.estimated_pair_s(), available_s=self.ledger.available_s(), parallel=self.ctx.parallel,
-            attempts_left=attempts_left, iteration_s_left=wall_left,
+            attempts_left=attempts_left, iteration_s_left=wall_left, train_fraction=self.state.config.train_fraction,
         )  # fmt: skip
         self.ctx.progress(f"  power: {sizing.note}")
         return sizing
@@ -274,7 +274,7 @@ class ResearchLoop:
         return kept
 
     def estimated_pair_s(self) -> float:
-        return estimated_pair_s(self.task, self.attempts.index.values())
+        return estimated_pair_s(self.task, self.attempts.index.values(), self.state.config.train_fraction)
 
     def run_arms(self, arms: list[Arm], seeds: list[int]) -> None:
         """Every arm x seed, `parallel` at a time; each scored pair lands in `scores`."""

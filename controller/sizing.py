@@ -43,14 +43,15 @@ class Sizing(BaseModel):
     note: str
 
 
-def estimated_pair_s(task: Task, records: Iterable[AttemptRecord]) -> float:
+def estimated_pair_s(task: Task, records: Iterable[AttemptRecord], train_fraction: float = 1.0) -> float:
     """Typical seconds of one train + evaluate pair so far (before two jobs ran: the task's
     measured prior, else a quarter of its timeouts)."""
     done = [r.result.duration_s for r in records if r.kind in {"train", "eval"}]
     if len(done) >= 2:
         return 2 * statistics.median(done)
-    if task.prior is not None:
-        return task.prior.pair_s
+    prior = task.prior_for(train_fraction)
+    if prior is not None:
+        return prior.pair_s
     return task.timeouts.train / 4 + task.timeouts.predict / 4
 
 
@@ -72,13 +73,14 @@ def size_iteration(
     parallel: int = 1,
     attempts_left: float = float("inf"),
     iteration_s_left: float = float("inf"),
+    train_fraction: float = 1.0,
 ) -> Sizing:
     """The iteration's seeds: the run's, or more when power asks and the budget and the
     iteration's limits (attempts, wall time) allow every arm at that count."""
     if measured_sd is not None and measured_sd > 0:
         sd, source = measured_sd, f"the baseline's sd in this run ({measured_sd:.4f})"
-    elif task.prior is not None:
-        sd, source = task.prior.baseline_sd, f"the task's prior ({task.prior.baseline_sd:.4f})"
+    elif (prior := task.prior_for(train_fraction)) is not None:
+        sd, source = prior.baseline_sd, f"the task's prior ({prior.baseline_sd:.4f})"
     else:
         sd, source = DEFAULT_SD, f"an assumed sd ({DEFAULT_SD})"
     effect = hypothesis.expected_effect or max(hypothesis.success_threshold, DEFAULT_EFFECT)

@@ -60,10 +60,9 @@ def pilot_for(task: Task, dataset: str, memory: Sequence[Finding], train_fractio
             return Pilot(
                 baseline_sd=finding.baseline_sd, pair_s=finding.pair_s, source=f"measured in run {finding.run_id}"
             )
-    if task.prior is not None:
-        return Pilot(
-            baseline_sd=task.prior.baseline_sd, pair_s=task.prior.pair_s, source=f"task prior: {task.prior.measured}"
-        )
+    prior = task.prior_for(train_fraction)
+    if prior is not None:
+        return Pilot(baseline_sd=prior.baseline_sd, pair_s=prior.pair_s, source=f"task prior: {prior.measured}")
     pair = (task.timeouts.train + task.timeouts.predict) / 4
     return Pilot(baseline_sd=DEFAULT_SD, pair_s=pair, source="assumed (nothing measured yet)")
 

@@ -7,6 +7,7 @@ changes. See digits/ for the reference layout.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -85,6 +86,8 @@ class Prior(BaseModel):
     """Wall seconds of one train + evaluate pair."""
     measured: str
     """Where the numbers come from (machine, backend, run)."""
+    train_fraction: float = Field(default=1.0, gt=0, le=1)
+    """The share of the train split they were measured at (`--train-fraction`)."""
 
 
 class Task(BaseModel):
@@ -109,8 +112,19 @@ class Task(BaseModel):
     defaults: dict[str, float | int | str | bool] = Field(default_factory=dict)
     topic: str = ""
     """The research topic a run on this task starts from when none is given."""
-    prior: Prior | None = None
+    priors: list[Prior] = Field(default_factory=list)
     folder: Path = Path()
+
+    def prior_for(self, train_fraction: float = 1.0) -> Prior | None:
+        """The recorded prior measured nearest this train fraction (on a log scale), if any."""
+        if not self.priors:
+            return None
+        return min(self.priors, key=lambda p: abs(math.log(p.train_fraction / train_fraction)))
+
+    @property
+    def prior(self) -> Prior | None:
+        """The prior for the full train split."""
+        return self.prior_for(1.0)
 
     def smoke_files(self, shape: dict[str, Any]) -> dict[str, bytes]:
         """smoke.json: the dataset's shapes and the batch the smoke checks use."""

@@ -309,7 +309,7 @@ def test_the_matrix_is_shrunk_to_the_budget_with_a_logged_reason(tmp_path: Path)
     sandbox = FakeSandbox(job_seconds=30)
     loop = make_loop(tmp_path, sandbox, budget_s=900, reserve_s=60)
     # The first estimate of a pair is the task's measured prior: here, what these fake jobs take.
-    loop.task = loop.task.model_copy(update={"prior": Prior(baseline_sd=0.01, pair_s=80, measured="fake 30 s jobs, with overhead")})
+    loop.task = loop.task.model_copy(update={"priors": [Prior(baseline_sd=0.01, pair_s=80, measured="fake 30 s jobs, with overhead")]})
     state = loop.run()
     hits = [h for h in state.limits_hit if h.limit == "matrix.shrunk"]
     assert hits and "dropped ablation:" in hits[0].detail

@@ -189,3 +189,11 @@ def test_the_pilot_comes_from_the_latest_measured_run_then_the_task_prior() -> N
     pilot = pilot_for(task, "digits", [measured])
     assert (pilot.baseline_sd, pilot.pair_s, pilot.source) == (0.02, 12.0, "measured in run r9")
     assert pilot_for(task, "mnist", [measured]).source.startswith("task prior")
+
+
+def test_the_prior_is_the_one_measured_nearest_the_train_fraction() -> None:
+    task = load_task("digits")
+    full, low = task.prior_for(1.0), task.prior_for(0.1)
+    assert full is not None and low is not None and full.train_fraction == 1.0 and low.train_fraction == 0.1
+    assert task.prior_for(0.05) == low and task.prior_for(0.6) == full
+    assert pilot_for(task, "digits", [], 0.1).baseline_sd == low.baseline_sd
