@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from tenacity.wait import wait_exponential_jitter
 
 from controller.llm import RetryPolicy
@@ -41,6 +41,8 @@ log = structlog.get_logger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
+CONNECT_ATTEMPTS = 2
+"""Tries against a host that refuses connections or does not resolve (no network, wrong URL)."""
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 DEFAULT_TIMEOUT_S = 30.0
@@ -331,9 +333,15 @@ class PoliteClient:
                 attempt=state.attempt_number,
             )
 
+        def stop(state: RetryCallState) -> bool:
+            """After `attempts` tries; a host that refuses or does not resolve is down after two."""
+            error = state.outcome.exception() if state.outcome else None
+            unreachable = isinstance(error, httpx.ConnectError) and state.attempt_number >= CONNECT_ATTEMPTS
+            return unreachable or state.attempt_number >= policy.attempts
+
         retrying = Retrying(
             retry=retry_if_exception_type(_TRANSIENT_ERRORS),
-            stop=stop_after_attempt(policy.attempts),
+            stop=stop,
             wait=wait_s,
             before_sleep=log_retry,
             reraise=True,
@@ -341,9 +349,10 @@ class PoliteClient:
         try:
             return retrying(self._send_once, url, params, max_bytes)
         except _TRANSIENT_ERRORS as error:
+            tries = retrying.statistics.get("attempt_number", policy.attempts)
             bare = self.cache_key(url, params)[1]
             msg = (
-                f"{self.source}: {_describe(error)} from {bare} after {policy.attempts} tries; "
+                f"{self.source}: {_describe(error)} from {bare} after {tries} tries; "
                 "the service is down or rate-limiting, try again later"
             )
             raise unavailable(msg) from error

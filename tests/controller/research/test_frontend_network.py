@@ -139,6 +139,7 @@ def test_sources_down_for_good_fall_back_to_the_corpus_and_the_built_in_set(
     assert [report[n]["status"] for n in ALL] == ["failed", "failed", "failed"]
     assert "503" in report["semantic_scholar"]["error"] and "429" in report["openalex"]["error"]
     assert report["semantic_scholar"]["requests"] == FAST.attempts
+    assert report["arxiv"]["requests"] == 2 < FAST.attempts  # a host that refuses is down: no more tries
     assert report["builtin"]["status"] == "ok" and report["corpus"]["papers"] == 1
     assert any("failed: semantic_scholar" in line for line in lines)
     assert plan.hypotheses and (root / "planning/session.jsonl").is_file()
