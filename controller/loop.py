@@ -311,7 +311,7 @@ class ResearchLoop:
         supported = novelty is not None and novelty.supported(
             hypothesis.success_threshold, self.task.metric.higher_is_better
         )
-        attribution = attribute(hypothesis, comparisons, self.task.metric.higher_is_better) if supported else {}
+        attribution = attribute(hypothesis, stats, comparisons, self.task.metric.higher_is_better) if supported else {}
         if novelty is not None:
             self.log.info("analysis", hypothesis=hypothesis.id, diff=novelty.diff, p_holm=novelty.p_holm,
                           family=len(comparisons), supported=supported, attribution=attribution)  # fmt: skip

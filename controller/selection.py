@@ -68,24 +68,34 @@ def compare_family(stats: Mapping[str, ArmStats], baseline: str) -> dict[str, Co
 
 
 def attribute(
-    hypothesis: Hypothesis, comparisons: Mapping[str, Comparison], higher_is_better: bool = True
+    hypothesis: Hypothesis,
+    stats: Mapping[str, ArmStats],
+    comparisons: Mapping[str, Comparison],
+    higher_is_better: bool = True,
 ) -> dict[str, str]:
     """For a supported hypothesis, what each component's ablation says about it.
 
-    `carries`: without the component the gain over the baseline is no longer supported, so the
-    component is needed for it; `not needed`: the arm without it still beats the baseline
-    (Holm-corrected, by the threshold); `not ablated`: its arm was not run (budget).
+    `carries`: the novelty beats the arm without the component (Welch, Holm-corrected over the
+    components, by the threshold): the gain needs it. `not needed`: the arm without it still
+    beats the baseline. `unclear`: neither could be shown at these seeds. `not ablated`: its
+    arm was not run (budget).
     """
+    novelty = stats.get(f"novelty:{hypothesis.id}")
+    names = {c: f"ablation:{hypothesis.id}-no-{c.partition(':')[2]}" for c in hypothesis.components()}
+    against = {c: compare(novelty, stats[arm]) for c, arm in names.items() if novelty is not None and arm in stats}
+    adjusted = holm({c: comparison.p_value for c, comparison in against.items()})
     verdicts = {}
-    for component in hypothesis.components():
-        name = component.partition(":")[2]
-        ablation = comparisons.get(f"ablation:{hypothesis.id}-no-{name}")
-        if ablation is None:
+    for component, arm in names.items():
+        if component not in against:
             verdicts[component] = "not ablated"
-        elif ablation.supported(hypothesis.success_threshold, higher_is_better):
+        elif arm in comparisons and comparisons[arm].supported(hypothesis.success_threshold, higher_is_better):
             verdicts[component] = "not needed"
-        else:
+        elif (
+            against[component].with_holm(adjusted[component]).supported(hypothesis.success_threshold, higher_is_better)
+        ):
             verdicts[component] = "carries"
+        else:
+            verdicts[component] = "unclear"
     return verdicts
 
 
@@ -97,4 +107,6 @@ def attribution_note(verdicts: Mapping[str, str]) -> str:
         return f"ablations: {carriers[0]} carried the gain ({detail})"
     if carriers:
         return f"ablations: the gain needs {' and '.join(carriers)} together ({detail})"
+    if any(v == "unclear" for v in verdicts.values()):
+        return f"ablations: these seeds cannot tell which component carried the gain ({detail})"
     return f"ablations: no single component is needed for the gain ({detail})"
