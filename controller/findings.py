@@ -55,7 +55,7 @@ def run_findings(results: Results, aggregate: dict[str, Any]) -> list[Finding]:
         effect = hypothesis.expected_effect or max(hypothesis.success_threshold, DEFAULT_EFFECT)
         family = max(len([a for a in outcome.arm_means if a != "baseline"]), 1)
         power = estimate(sd or 0.0, effect, n, family=family)
-        verdict = "supported" if outcome.supported else "refuted" if power.adequate else "underpowered"
+        verdict = "supported" if outcome.supported else "refuted" if outcome.excluded else "underpowered"
         findings.append(
             Finding(
                 **base,

@@ -18,12 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from controller.agents.base import Agent, IterationOutcome
-from controller.attempts import (
-    AttemptRunner,
-    InterruptedRunError,
-    Progress,
-    StopRequestedError,
-)
+from controller.attempts import AttemptRunner, InterruptedRunError, Progress, StopRequestedError
 from controller.coding import Coder
 from controller.data import RunData
 from controller.errors import BudgetExceededError
@@ -42,6 +37,7 @@ from controller.selection import (
     attribute,
     attribution_note,
     choose_best,
+    claim_excluded,
     compare_family,
     required_seeds,
 )
@@ -307,11 +303,9 @@ class ResearchLoop:
         """The iteration's family of comparisons (Holm-corrected) and the novelty's verdict."""
         stats = {arm.name: s for arm in arms if (s := self.arm_stats(arm)) is not None}
         comparisons = compare_family(stats, "baseline")
-        novelty = comparisons.get(f"novelty:{hypothesis.id}")
-        supported = novelty is not None and novelty.supported(
-            hypothesis.success_threshold, self.task.metric.higher_is_better
-        )
-        attribution = attribute(hypothesis, stats, comparisons, self.task.metric.higher_is_better) if supported else {}
+        novelty, higher = comparisons.get(f"novelty:{hypothesis.id}"), self.task.metric.higher_is_better
+        supported = novelty is not None and novelty.supported(hypothesis.success_threshold, higher)
+        attribution = attribute(hypothesis, stats, comparisons, higher) if supported else {}
         if novelty is not None:
             self.log.info("analysis", hypothesis=hypothesis.id, diff=novelty.diff, p_holm=novelty.p_holm,
                           family=len(comparisons), supported=supported, attribution=attribution)  # fmt: skip
@@ -327,6 +321,7 @@ class ResearchLoop:
             p_holm={name: c.p_holm for name, c in comparisons.items()},
             notes=notes,
             attribution=attribution,
+            excluded=None if supported or novelty is None else claim_excluded(hypothesis, novelty, higher),
         )
         try:
             summary = self.ctx.agent.review(self.task, outcome).summary

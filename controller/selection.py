@@ -67,6 +67,10 @@ def compare_family(stats: Mapping[str, ArmStats], baseline: str) -> dict[str, Co
     return {name: c.with_holm(adjusted[name]) for name, c in raw.items()}
 
 
+CLAIM_FLOOR = 0.01
+"""The effect a hypothesis is taken to claim when it names none (one accuracy point)."""
+
+
 def attribute(
     hypothesis: Hypothesis,
     stats: Mapping[str, ArmStats],
@@ -110,3 +114,14 @@ def attribution_note(verdicts: Mapping[str, str]) -> str:
     if any(v == "unclear" for v in verdicts.values()):
         return f"ablations: these seeds cannot tell which component carried the gain ({detail})"
     return f"ablations: no single component is needed for the gain ({detail})"
+
+
+def claim_excluded(hypothesis: Hypothesis, novelty: Comparison, higher_is_better: bool = True) -> bool | None:
+    """Whether the data rule out the effect the hypothesis claims: the 95% CI of the difference
+    lies wholly below it. Only then is a hypothesis that was not supported refuted; a wide CI
+    that still holds the claim is no evidence either way. None when there is no CI."""
+    claim = hypothesis.expected_effect or max(hypothesis.success_threshold, CLAIM_FLOOR)
+    bound = novelty.diff_ci_high if higher_is_better else novelty.diff_ci_low
+    if bound is None:
+        return None
+    return bound < claim if higher_is_better else bound > -claim

@@ -1,7 +1,8 @@
 """Power in the loop: before an iteration, can its seeds detect the effect it is looking for?
 
-The baseline's seed-to-seed sd comes from this run once the baseline has scored seeds,
-else from the pilot (the findings memory's latest measurement, then the task's prior). The
+The baseline's seed-to-seed sd is the larger of this run's (once the baseline has three
+scored seeds) and the task's prior for the train fraction: three seeds can give a lucky
+small sd, and planning on it would call every claim adequately powered. The
 effect is the hypothesis's claimed one (or its threshold, at least DEFAULT_EFFECT). When the
 run's seeds are too few, the iteration gets more (up to MAX_AUTO_SEEDS) if the budget left
 can pay for every arm at that count; otherwise it keeps them and the verdict will say
@@ -77,9 +78,10 @@ def size_iteration(
 ) -> Sizing:
     """The iteration's seeds: the run's, or more when power asks and the budget and the
     iteration's limits (attempts, wall time) allow every arm at that count."""
-    if measured_sd is not None and measured_sd > 0:
+    prior = task.prior_for(train_fraction)
+    if measured_sd is not None and measured_sd > 0 and (prior is None or measured_sd >= prior.baseline_sd):
         sd, source = measured_sd, f"the baseline's sd in this run ({measured_sd:.4f})"
-    elif (prior := task.prior_for(train_fraction)) is not None:
+    elif prior is not None:  # three seeds can give a lucky small sd: never plan below the prior's
         sd, source = prior.baseline_sd, f"the task's prior ({prior.baseline_sd:.4f})"
     else:
         sd, source = DEFAULT_SD, f"an assumed sd ({DEFAULT_SD})"

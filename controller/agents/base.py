@@ -53,28 +53,28 @@ class IterationOutcome(BaseModel):
     power: str = ""
     """The power statement the iteration ran under (controller.sizing)."""
     adequate: bool | None = None
-    """Whether its seeds could detect the claimed effect: a "not supported" from an
-    underpowered iteration is no evidence of no effect."""
+    """Whether, by the sizing before it ran, its seeds could detect the claimed effect."""
+    excluded: bool | None = None
+    """For a hypothesis not supported: whether the CI of its difference rules out the claimed
+    effect (refuted). False: the data still hold the claim; no evidence either way."""
     seeds: int | None = None
     attribution: dict[str, str] = Field(default_factory=dict)
-    """For a supported hypothesis: component -> carries / not needed / not ablated."""
+    """For a supported hypothesis: component -> carries / not needed / unclear / not ablated."""
 
     @property
     def verdict(self) -> str:
-        return verdict_of(self.supported, self.adequate)
+        return verdict_of(self.supported, self.excluded)
 
 
-def verdict_of(supported: bool, adequate: bool | None) -> str:
-    """The words for an iteration's verdict: a null result says whether it could have been otherwise."""
+def verdict_of(supported: bool, excluded: bool | None) -> str:
+    """The words for an iteration's verdict: a null result says whether it rules the claim out."""
     if supported:
         return "supported"
-    if adequate is None:
+    if excluded:
+        return "not supported: the claimed effect is ruled out (refuted)"
+    if excluded is None:
         return "not supported"
-    return (
-        "not supported at adequate power (refuted)"
-        if adequate
-        else "not supported, underpowered (no evidence either way)"
-    )
+    return "not supported, inconclusive: the CI still holds the claimed effect (no evidence either way)"
 
 
 class Agent(ABC):

@@ -7,6 +7,7 @@ what its arms cost at the measured job time, and whether the budget can pay for 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
@@ -18,6 +19,7 @@ from controller.tasks import Task
 
 DEFAULT_SD = 0.01
 """Seed-to-seed sd assumed when nothing was measured (one accuracy point)."""
+DEFAULT_PAIR_S = 10.0
 DEFAULT_EFFECT = 0.01
 """The effect a hypothesis is sized for when its PI claims none."""
 
@@ -53,18 +55,28 @@ class EngineeringCheck(BaseModel):
 
 
 def pilot_for(task: Task, dataset: str, memory: Sequence[Finding], train_fraction: float = 1.0) -> Pilot:
-    """The latest run on this task, dataset and train fraction that measured them; else the task's prior."""
-    for finding in reversed(memory):
+    """The baseline's sd pooled (root mean square) over every run on this task, dataset and
+    train fraction and the task's prior, and the latest measured pair time.
+
+    One run's sd over three seeds is a noisy number (a lucky 0.002 would make every claim look
+    adequately powered); pooling runs, with the prior as one of them, steadies it.
+    """
+    runs: dict[str, Finding] = {}
+    for finding in memory:
         same = finding.task == task.name and finding.dataset == dataset and finding.train_fraction == train_fraction
         if same and finding.baseline_sd and finding.pair_s:
-            return Pilot(
-                baseline_sd=finding.baseline_sd, pair_s=finding.pair_s, source=f"measured in run {finding.run_id}"
-            )
+            runs[finding.run_id] = finding
     prior = task.prior_for(train_fraction)
-    if prior is not None:
-        return Pilot(baseline_sd=prior.baseline_sd, pair_s=prior.pair_s, source=f"task prior: {prior.measured}")
-    pair = (task.timeouts.train + task.timeouts.predict) / 4
-    return Pilot(baseline_sd=DEFAULT_SD, pair_s=pair, source="assumed (nothing measured yet)")
+    sds = [f.baseline_sd for f in runs.values() if f.baseline_sd] + ([prior.baseline_sd] if prior else [])
+    if not sds:
+        pair = (task.timeouts.train + task.timeouts.predict) / 4
+        return Pilot(baseline_sd=DEFAULT_SD, pair_s=pair, source="assumed (nothing measured yet)")
+    pooled = math.sqrt(sum(sd * sd for sd in sds) / len(sds))
+    latest = list(runs.values())[-1] if runs else None
+    pair_s = latest.pair_s if latest and latest.pair_s else prior.pair_s if prior else DEFAULT_PAIR_S
+    parts = ([f"{len(runs)} run(s) in the findings memory"] if runs else []) + (["the task's prior"] if prior else [])
+    detail = f"; prior: {prior.measured}" if prior and not runs else ""
+    return Pilot(baseline_sd=pooled, pair_s=pair_s, source=f"pooled over {' and '.join(parts)}{detail}")
 
 
 def check(

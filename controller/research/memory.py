@@ -23,8 +23,9 @@ log = structlog.get_logger("sandlab.memory")
 
 MEMORY_FILE = "memory.jsonl"
 Verdict = Literal["supported", "refuted", "underpowered", "untested"]
-"""refuted: not supported at adequate power; underpowered: not supported, but the seeds could
-not have detected the claimed effect (that is not evidence of no effect); untested: no scores."""
+"""refuted: not supported, and the CI of the difference rules out the claimed effect;
+underpowered: not supported, but the CI still holds the claim (no evidence of no effect);
+untested: no scores."""
 
 
 class Finding(BaseModel):

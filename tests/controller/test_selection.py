@@ -118,3 +118,16 @@ def test_ablations_name_the_component_that_carried_the_gain() -> None:
         "ablation:h-no-augment": summarize("ablation:h-no-augment", [0.92, 0.95, 0.91, 0.94], bounds=(0.0, 1.0)),
     }
     assert attribute(hypothesis, vague, compare_family(vague, "baseline"))["module:augment"] == "unclear"
+
+
+def test_a_null_result_refutes_only_when_its_ci_rules_the_claim_out() -> None:
+    from controller.plan import Hypothesis
+    from controller.selection import claim_excluded
+    from controller.stats import compare, summarize
+
+    claim = Hypothesis(id="h", statement="s", hyper={"lr": 0.1}, expected_effect=0.02)
+    base = summarize("baseline", [0.90, 0.901, 0.899, 0.90, 0.902], bounds=(0.0, 1.0))
+    flat = summarize("novelty:h", [0.90, 0.902, 0.899, 0.901, 0.90], bounds=(0.0, 1.0))
+    noisy = summarize("novelty:h", [0.88, 0.95, 0.90, 0.96, 0.87], bounds=(0.0, 1.0))
+    assert claim_excluded(claim, compare(flat, base)) is True  # +2 points lies far outside a tight CI
+    assert claim_excluded(claim, compare(noisy, base)) is False  # a wide CI still holds +2: no evidence

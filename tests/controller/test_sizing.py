@@ -17,10 +17,17 @@ CLAIM = Hypothesis(id="h", statement="s", modules={"augment": "x"}, expected_eff
 
 
 def test_enough_seeds_are_kept() -> None:
-    sizing = size_iteration(TASK, CLAIM, seeds=[0, 1, 2], arms=3, measured_sd=0.002, pair_s=9, available_s=600)
+    big = CLAIM.model_copy(update={"expected_effect": 0.06})
+    sizing = size_iteration(TASK, big, seeds=[0, 1, 2], arms=3, measured_sd=0.015, pair_s=9, available_s=600)
     assert sizing.seeds == [0, 1, 2] and sizing.power.adequate and not sizing.raised
     assert sizing.note.startswith("adequately powered: n = 3")
-    assert "the baseline's sd in this run (0.0020)" in sizing.note
+    assert "the baseline's sd in this run (0.0150)" in sizing.note
+
+
+def test_a_lucky_small_sd_never_plans_below_the_prior() -> None:
+    sizing = size_iteration(TASK, CLAIM, seeds=[0, 1, 2], arms=3, measured_sd=0.002, pair_s=9, available_s=600)
+    assert TASK.prior is not None and sizing.power.sd == TASK.prior.baseline_sd
+    assert f"the task's prior ({TASK.prior.baseline_sd:.4f})" in sizing.note
 
 
 def test_too_few_seeds_are_raised_when_the_budget_pays_for_every_arm() -> None:
@@ -58,7 +65,8 @@ def test_the_loop_records_power_per_iteration_and_the_report_words_the_verdict(t
     assert "Power: " in summary
     for outcome in journal:
         if not outcome["supported"]:
-            word = "refuted" if outcome["adequate"] else "underpowered (no evidence either way)"
+            assert outcome["excluded"] is not None
+            word = "ruled out (refuted)" if outcome["excluded"] else "inconclusive: the CI still holds"
             assert word in summary
     # seeds the sizing added are trained for the baseline too: every arm compared on the same seeds
     base = json.loads((root / "aggregates.json").read_text())["arms"]["baseline"]["validation"]["n"]

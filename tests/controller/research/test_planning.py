@@ -182,13 +182,17 @@ def test_memory_appends_once_per_run_and_hypothesis_and_reads_back(tmp_path: Pat
     assert set(refuted(read_memory(path), "digits")) == {"b"}
 
 
-def test_the_pilot_comes_from_the_latest_measured_run_then_the_task_prior() -> None:
+def test_the_pilot_pools_measured_runs_with_the_task_prior() -> None:
     task = load_task("digits")
-    assert pilot_for(task, "digits", []).source.startswith("task prior")
-    measured = _refutation("a").model_copy(update={"baseline_sd": 0.02, "pair_s": 12.0, "run_id": "r9"})
-    pilot = pilot_for(task, "digits", [measured])
-    assert (pilot.baseline_sd, pilot.pair_s, pilot.source) == (0.02, 12.0, "measured in run r9")
-    assert pilot_for(task, "mnist", [measured]).source.startswith("task prior")
+    prior = task.prior_for(1.0)
+    assert prior is not None
+    alone = pilot_for(task, "digits", [])
+    assert alone.baseline_sd == prior.baseline_sd and alone.source.startswith("pooled over the task's prior")
+    lucky = _refutation("a").model_copy(update={"baseline_sd": 0.002, "pair_s": 12.0, "run_id": "r9"})
+    pilot = pilot_for(task, "digits", [lucky])
+    assert pilot.baseline_sd == pytest.approx(((0.002**2 + prior.baseline_sd**2) / 2) ** 0.5)
+    assert pilot.pair_s == 12.0 and pilot.source.startswith("pooled over 1 run(s) in the findings memory")
+    assert pilot_for(task, "mnist", [lucky]).baseline_sd == prior.baseline_sd
 
 
 def test_the_prior_is_the_one_measured_nearest_the_train_fraction() -> None:
