@@ -12,10 +12,11 @@ BIN := $(VENV)/bin
 TOPIC ?= data augmentation for small digit datasets
 SOURCES ?= none
 TRAIN_FRACTION ?= 0.1
+SEEDS ?= 5
 run: setup
 	$(BIN)/controller doctor
 	$(BIN)/controller start --budget 5m --agent offline --task digits --topic "$(TOPIC)" --sources "$(SOURCES)" \
-		--train-fraction $(TRAIN_FRACTION)
+		--train-fraction $(TRAIN_FRACTION) --seeds $(SEEDS)
 
 ## make test: set everything up, then lint, type-check and run the whole suite (docker tests included).
 test: setup lint typecheck pytest

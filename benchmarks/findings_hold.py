@@ -12,7 +12,7 @@ found. The last line is the share of runs with a supported hypothesis, and its r
 baseline's.
 
 Usage: .venv/bin/python benchmarks/findings_hold.py [--runs 5] [--baseline-runs 1] [--budget 5m]
-       [--train-fraction 0.1] [--runs-dir DIR]
+       [--train-fraction 0.1] [--seeds 5] [--runs-dir DIR]
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from pathlib import Path
 TOPIC = "data augmentation for small digit datasets"
 
 
-def start(runs_dir: Path, run_id: str, first_seed: int, fraction: float, budget: str) -> float:
+def start(runs_dir: Path, run_id: str, first_seed: int, fraction: float, budget: str, seeds: int) -> float:
     command = [
         sys.executable, "-m", "controller", "start", "--budget", budget, "--agent", "offline", "--task", "digits",
-        "--topic", TOPIC, "--sources", "none", "--train-fraction", str(fraction), "--first-seed", str(first_seed),
+        "--topic", TOPIC, "--sources", "none", "--train-fraction", str(fraction), "--seeds", str(seeds),
+        "--first-seed", str(first_seed),
         "--no-mlflow", "--runs-dir", str(runs_dir), "--run-id", run_id,
     ]  # fmt: skip
     began = time.monotonic()
@@ -67,6 +68,7 @@ def main() -> None:
     parser.add_argument("--baseline-runs", type=int, default=1)
     parser.add_argument("--budget", default="5m")
     parser.add_argument("--train-fraction", type=float, default=0.1)
+    parser.add_argument("--seeds", type=int, default=5, help="Seeds per arm, as make run uses.")
     parser.add_argument("--runs-dir", type=Path, default=None)
     args = parser.parse_args()
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="findings-"))
@@ -79,7 +81,7 @@ def main() -> None:
         hits = 0
         for k in range(count):
             run_id = f"{'full' if fraction == 1.0 else 'low'}-{k}"
-            wall = start(runs_dir, run_id, 100 * k, fraction, args.budget)
+            wall = start(runs_dir, run_id, 100 * k, fraction, args.budget, args.seeds)
             supported, line = describe(runs_dir / run_id)
             hits += supported
             print(f"{label} | run {k} (seeds from {100 * k}) {wall:.0f}s: {line}", flush=True)

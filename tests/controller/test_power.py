@@ -12,9 +12,10 @@ from controller.power import estimate, min_detectable_effect, power, seeds_neede
 from controller.stats import t_sf
 
 
-def test_seeds_for_one_standard_deviation_match_the_textbook() -> None:
-    # Two-sample t-test, d = 1, alpha 0.05 two-sided, power 0.8: 17 per group (Cohen 1988).
-    assert seeds_needed(1.0, 1.0) == 17
+def test_seeds_for_one_standard_deviation_are_the_textbook_plus_welch_caution() -> None:
+    # Student's t-test, d = 1, alpha 0.05 two-sided, power 0.8: 17 per group (Cohen 1988);
+    # planning for Welch's worst case (df = n - 1) asks for one more.
+    assert seeds_needed(1.0, 1.0) == 18
     # d = 0.5 needs 64 per group: past the ceiling, so None (infeasible, not sized).
     assert seeds_needed(1.0, 0.5) is None
 
@@ -29,18 +30,26 @@ def test_mde_is_where_power_reaches_the_target() -> None:
     assert math.isinf(min_detectable_effect(0.01, 1))
 
 
-def test_power_agrees_with_a_simulated_welch_test() -> None:
+def _simulated_welch_power(sd_arm: float, effect: float, n: int, trials: int = 3000) -> float:
     rng = random.Random(7)
-    sd, effect, n, trials = 1.0, 1.5, 8, 3000
     hits = 0
     for _ in range(trials):
-        a = [rng.gauss(effect, sd) for _ in range(n)]
-        b = [rng.gauss(0.0, sd) for _ in range(n)]
+        a = [rng.gauss(effect, sd_arm) for _ in range(n)]
+        b = [rng.gauss(0.0, 1.0) for _ in range(n)]
         va, vb = statistics.variance(a) / n, statistics.variance(b) / n
         t = (statistics.mean(a) - statistics.mean(b)) / math.sqrt(va + vb)
         df = (va + vb) ** 2 / (va**2 / (n - 1) + vb**2 / (n - 1))
         hits += 2 * t_sf(abs(t), df) < 0.05
-    assert power(sd, effect, n) == pytest.approx(hits / trials, abs=0.05)
+    return hits / trials
+
+
+def test_planned_power_is_cautious_but_close_to_a_simulated_welch_test() -> None:
+    planned = power(1.0, 1.5, 8)
+    equal = _simulated_welch_power(1.0, 1.5, 8)
+    assert planned <= equal + 0.02 and equal - planned < 0.15
+    # when the novelty's variance dominates, Welch loses power: the plan must not promise more
+    noisy = _simulated_welch_power(2.0, 1.5 * math.sqrt(2.5), 8)  # same standardised effect, unequal sds
+    assert planned <= noisy + 0.05
 
 
 def test_the_statement_says_underpowered_with_the_seeds_needed() -> None:

@@ -17,7 +17,7 @@ CLAIM = Hypothesis(id="h", statement="s", modules={"augment": "x"}, expected_eff
 
 
 def test_enough_seeds_are_kept() -> None:
-    big = CLAIM.model_copy(update={"expected_effect": 0.06})
+    big = CLAIM.model_copy(update={"expected_effect": 0.12})
     sizing = size_iteration(TASK, big, seeds=[0, 1, 2], arms=3, measured_sd=0.015, pair_s=9, available_s=600)
     assert sizing.seeds == [0, 1, 2] and sizing.power.adequate and not sizing.raised
     assert sizing.note.startswith("adequately powered: n = 3")
