@@ -118,7 +118,9 @@ def iteration_row(outcome: dict[str, Any]) -> dict[str, Any]:
         "novelty": novelty,
         "diff": mean - base if mean is not None and base is not None else None,
         "p_holm_novelty": outcome["p_holm"].get(novelty),
-        "verdict": verdict_of(bool(outcome["supported"]), outcome.get("excluded")),
+        "verdict": verdict_of(bool(outcome["supported"]), outcome.get("excluded"))
+        if mean is not None
+        else "untested (no novelty seed was scored)",
     }
 
 

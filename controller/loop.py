@@ -177,7 +177,7 @@ class ResearchLoop:
         reasons = plan.stopping.reasons(self.iteration, [o.supported for o in self.history], best)
         if self.attempts.deadline.is_set() or self.ledger.expired():
             reasons.append("wall-clock budget spent")
-        elif self.ledger.available_s() < self.task.min_timeout:
+        elif self.ledger.available_s() < 2 * self.task.min_timeout:  # a train job and its evaluation
             reasons.append("no job fits in the budget left before the report reserve")
         if self.store.stop_requested():
             reasons.append("stop requested")

@@ -63,6 +63,8 @@ class IterationOutcome(BaseModel):
 
     @property
     def verdict(self) -> str:
+        if f"novelty:{self.hypothesis.id}" not in self.arm_means:
+            return "untested (no novelty seed was scored)"
         return verdict_of(self.supported, self.excluded)
 
 
