@@ -349,7 +349,7 @@ class SealedSelectionAgent(AdversarialAgent):
 
 
 def _weak_baseline_task(tmp_path: Path) -> Path:
-    """The digits task with a 2-epoch default, so an honest better arm exists."""
+    """The digits task with a 2-epoch default and no step floor, so an honest better arm exists."""
     import shutil
 
     from controller.tasks import TASKS_DIR
@@ -357,7 +357,8 @@ def _weak_baseline_task(tmp_path: Path) -> Path:
     folder = tmp_path / "digits-weak"
     shutil.copytree(TASKS_DIR / "digits", folder)
     spec = folder / "task.yaml"
-    spec.write_text(spec.read_text().replace("  epochs: 12\n", "  epochs: 2\n"))
+    text = spec.read_text().replace("  epochs: 12\n", "  epochs: 2\n")
+    spec.write_text(text.replace("  min_steps: 200", "  min_steps: 0"))
     return folder
 
 
