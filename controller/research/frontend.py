@@ -262,9 +262,20 @@ class FrontEnd:
         )
         session = self.store.root / SESSION
         session.parent.mkdir(parents=True, exist_ok=True)
-        session.write_text("")  # a resumed session is replayed from its start (the LLM cache answers)
+        # A resumed session is replayed from its start; the LLM cache answers at no cost, so a
+        # replayed turn keeps what the same turn cost when it was first asked.
+        spent = {
+            _turn_identity(r): (r.get("tokens", 0), r.get("cost_usd", 0.0)) for r in self._read_jsonl(SESSION) or []
+        }
+        session.write_text("")
 
         def record(turn: SessionTurn) -> None:
+            if (
+                turn.origin == "llm"
+                and turn.tokens == 0
+                and (earlier := spent.get(_turn_identity(turn.model_dump(mode="json"))))
+            ):
+                turn = turn.model_copy(update={"tokens": earlier[0], "cost_usd": earlier[1]})
             self._append_jsonl(SESSION, turn.model_dump(mode="json"))
             self.progress(f"planning: round {turn.round} {turn.role}: {turn.content.splitlines()[0][:110]}")
             self.checkpoint()
@@ -299,3 +310,9 @@ class FrontEnd:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def _turn_identity(record: dict[str, Any]) -> str:
+    """A session turn without its cost: how a replayed turn finds its first asking."""
+    keep = {k: record.get(k) for k in ("round", "role", "content", "cited", "hypotheses", "data")}
+    return json.dumps(keep, sort_keys=True)

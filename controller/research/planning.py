@@ -83,8 +83,9 @@ def enforce(ctx: Context, proposal: Proposal, critique: Critique, novelty: list[
         prior = refuted_before.get(hypothesis.id)
         if prior is not None and not hypothesis.retest_reason.strip():
             decision = "drop"
+            effect = f"{prior.effect:+.4f}" if prior.effect is not None else "not recorded"
             reasons.append(
-                f"refuted in run {prior.run_id} (effect {prior.effect:+.4f}, {prior.power or 'adequately powered'}) "
+                f"refuted in run {prior.run_id} (effect {effect}, {prior.power or 'the CI ruled the claim out'}) "
                 "and no reason to retest it was given"
             )
         if not hypothesis.modules and not hypothesis.hyper:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,17 @@ def test_the_prior_is_the_one_measured_nearest_the_train_fraction() -> None:
     assert full is not None and low is not None and full.train_fraction == 1.0 and low.train_fraction == 0.1
     assert task.prior_for(0.05) == low and task.prior_for(0.6) == full
     assert pilot_for(task, "digits", [], 0.1).baseline_sd == low.baseline_sd
+
+
+def test_a_refutation_without_a_recorded_effect_still_drops_the_idea() -> None:
+    ctx = _context([_refutation("noise-bnmlp").model_copy(update={"effect": None})])
+    again = next(h for h in LIBRARY if h.id == "noise-bnmlp")
+
+    class Stubborn(OfflineRoles):
+        def propose(self, ctx: Context) -> tuple[Proposal, Spoken]:
+            return Proposal(objective="o", hypotheses=[again, LIBRARY[1]]), Spoken("p")
+
+    turns: list[SessionTurn] = []
+    plan, _ = run_session(ctx, Stubborn(), turns.append)
+    assert "noise-bnmlp" not in [h.id for h in plan.hypotheses]
+    assert "effect not recorded" in json.dumps(turns[2].data)
