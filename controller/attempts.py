@@ -40,6 +40,10 @@ Scorer = Callable[[AttemptResult, Path], dict[str, Any]]
 INFRA_RETRIES = 2
 """Times a job is retried after an infra_error (never after a failure of the code)."""
 INFRA_RETRY_PAUSE_S = 2.0
+MEASURED_MARGIN = 3.0
+"""Once jobs of a kind have run, the least time one is admitted with is this many times the
+slowest of them (below the task's min_timeout, never below MIN_TIMEOUT_FLOOR_S)."""
+MIN_TIMEOUT_FLOOR_S = 5.0
 
 
 class InterruptedRunError(ControllerError):
@@ -137,6 +141,16 @@ class AttemptRunner:
         self.ledger.sync()
         self.store.save_state(self.state)
 
+    def min_timeout(self, kind: str) -> float:
+        """The least time a job of this kind is admitted with: the task's min_timeout until two
+        of its kind finished ok, then MEASURED_MARGIN x the slowest of them if that is less.
+        A short run then uses its last minute: 4-second jobs never needed 30-second floors."""
+        with self.lock:
+            done = [r.result.duration_s for r in self.index.values() if r.kind == kind and r.status == "ok"]
+        if len(done) < 2:
+            return self.min_timeout_s
+        return min(self.min_timeout_s, max(MIN_TIMEOUT_FLOOR_S, MEASURED_MARGIN * max(done)))
+
     # -- the one way jobs run ---------------------------------------------------------------
 
     def execute(self, spec: JobSpec) -> AttemptRecord:
@@ -157,7 +171,7 @@ class AttemptRunner:
                 self.ledger.check_iteration()
                 self.ledger.reserve_attempt()
             clipped = self.ledger.admit(
-                spec.timeout_s, self.min_timeout_s, follow_up_s=spec.follow_up_s, final=spec.final
+                spec.timeout_s, self.min_timeout(spec.kind), follow_up_s=spec.follow_up_s, final=spec.final
             )
             self._next_number = max(self._next_number, self.store.next_attempt_number())
             number = self._next_number

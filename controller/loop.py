@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import structlog
 
-from controller.agents.base import Agent, IterationOutcome
-from controller.attempts import AttemptRunner, InterruptedRunError, Progress, StopRequestedError
+from controller.agents.base import IterationOutcome
+from controller.attempts import AttemptRunner, InterruptedRunError, StopRequestedError
 from controller.coding import Coder
+from controller.context import LoopContext, StagePolicies
 from controller.data import RunData
 from controller.errors import BudgetExceededError
-from controller.ledger import AdmissionRefusedError, IterationLimitError, Ledger
+from controller.ledger import AdmissionRefusedError, IterationLimitError
 from controller.llm import LLMClient
 from controller.matrix import expand, novelty_arm, shrink_to_budget
 from controller.outputs import write_outputs
@@ -31,55 +32,24 @@ from controller.registry import AttemptRecord, BestSoFar, LimitHit, RunState
 from controller.report import Results
 from controller.research import plan_from_literature
 from controller.runlog import configure_run_logging
-from controller.scheduler import ResourcePool
 from controller.selection import (
     arm_stats,
     attribute,
     attribution_note,
     choose_best,
-    claim_excluded,
-    compare_family,
+    judge,
+    needs_retest,
     required_seeds,
 )
-from controller.sizing import Sizing, baseline_sd, estimated_pair_s, size_iteration
+from controller.sizing import Room, Sizing, baseline_sd, estimated_pair_s, retest_seeds, size_iteration
 from controller.stats import ArmStats
-from controller.store import RunStore, train_key
-from controller.tasks import Task
+from controller.store import train_key
 from controller.trial import Trial
-from sandbox.base import Sandbox
-from sandbox.policy import Policy
 
 __all__ = ["InterruptedRunError", "LoopContext", "ResearchLoop", "StagePolicies"]
 
 PROGRESS_INTERVAL_S = 60.0
 """Real seconds between two progress snapshots of the outputs (the first is always written)."""
-
-
-@dataclass(frozen=True)
-class StagePolicies:
-    """Which policy each kind of job runs under."""
-
-    guard: Policy
-    train: Policy
-    evaluate: Policy
-
-
-@dataclass
-class LoopContext:
-    """Everything one loop run works with (injected, so tests can use fakes)."""
-
-    store: RunStore
-    state: RunState
-    sandbox: Sandbox
-    agent: Agent
-    task: Task
-    policies: StagePolicies
-    ledger: Ledger
-    progress: Progress = print
-    resources: ResourcePool | None = None
-    """Shared CPUs, memory and GPU ids; None runs jobs without accounting (tests)."""
-    parallel: int = 1
-    """Training jobs of one iteration run at most this many at once."""
 
 
 class ResearchLoop:
@@ -177,7 +147,7 @@ class ResearchLoop:
         reasons = plan.stopping.reasons(self.iteration, [o.supported for o in self.history], best)
         if self.attempts.deadline.is_set() or self.ledger.expired():
             reasons.append("wall-clock budget spent")
-        elif self.ledger.available_s() < 2 * self.task.min_timeout:  # a train job and its evaluation
+        elif self.ledger.available_s() < self.attempts.min_timeout("train") + self.attempts.min_timeout("eval"):
             reasons.append("no job fits in the budget left before the report reserve")
         if self.store.stop_requested():
             reasons.append("stop requested")
@@ -226,12 +196,8 @@ class ResearchLoop:
             arms = self.fit_to_budget(arms, sizing.seeds)
             self._set_stage("run")
             self.run_arms(arms, sizing.seeds)
-        except IterationLimitError as cut:
-            self._limit(cut.limit, cut.detail)
-            notes.append(f"iteration cut: {cut}")
-        except AdmissionRefusedError as refused:
-            self._limit("budget.admission", str(refused))
-            notes.append(f"budget: {refused}")
+        except (IterationLimitError, AdmissionRefusedError) as cut:
+            self._cut(cut, notes)
         self._set_stage("analyze")
         outcome = self.analyze(hypothesis, arms, notes)
         if sizing is not None:
@@ -241,24 +207,26 @@ class ResearchLoop:
 
     def size(self, hypothesis: Hypothesis, arms: list[Arm]) -> Sizing:
         """The iteration's seeds: enough to detect the claimed effect, when the budget allows."""
-        attempts_left, wall_left = self.ledger.iteration_room()
         sizing = size_iteration(
-            self.task, hypothesis, seeds=self.state.config.seeds, arms=len(arms),
+            self.task, hypothesis, seeds=self.state.config.seeds, arms=len(arms), room=self.room(),
             measured_sd=baseline_sd(self.task, self.scores.get(arms[0].key, {})),
-            pair_s=self.estimated_pair_s(), available_s=self.ledger.available_s(), parallel=self.ctx.parallel,
-            attempts_left=attempts_left, iteration_s_left=wall_left, train_fraction=self.state.config.train_fraction,
+            train_fraction=self.state.config.train_fraction,
         )  # fmt: skip
         self.ctx.progress(f"  power: {sizing.note}")
         return sizing
 
+    def room(self) -> Room:
+        pair_s = estimated_pair_s(self.task, self.attempts.index.values(), self.state.config.train_fraction)
+        attempts_left, wall_left = self.ledger.iteration_room()
+        return Room(pair_s, self.ledger.available_s(), self.ctx.parallel, attempts_left, wall_left)
+
     def fit_to_budget(self, arms: list[Arm], seeds: list[int]) -> list[Arm]:
         """Shrink the matrix (ablations first, last first; never baseline, novelty or seeds)."""
         left = {arm.key: sum(train_key(arm.key, s) not in self.attempts.index for s in seeds) for arm in arms}
-        kept, dropped, estimate = shrink_to_budget(
-            arms, left, self.estimated_pair_s(), self.ledger.available_s(), self.ctx.parallel
-        )
+        room = self.room()
+        kept, dropped, estimate = shrink_to_budget(arms, left, room.pair_s, room.available_s, room.parallel)
         if dropped:
-            available = self.ledger.available_s()
+            available = room.available_s
             detail = (
                 f"{len(arms)} arms x {len(seeds)} seeds need about {estimate:.0f}s but {available:.0f}s "
                 f"remain; dropped {', '.join(dropped)}"
@@ -268,9 +236,6 @@ class ResearchLoop:
         for arm in kept:
             self.arms.setdefault(arm.name, arm)
         return kept
-
-    def estimated_pair_s(self) -> float:
-        return estimated_pair_s(self.task, self.attempts.index.values(), self.state.config.train_fraction)
 
     def run_arms(self, arms: list[Arm], seeds: list[int]) -> None:
         """Every arm x seed, `parallel` at a time; each scored pair lands in `scores`."""
@@ -296,33 +261,21 @@ class ResearchLoop:
 
     # -- analysis -----------------------------------------------------------------------------
 
-    def arm_stats(self, arm: Arm) -> ArmStats | None:
-        return arm_stats(arm.name, self.scores.get(arm.key, {}), self.task.metric.name)
+    def stats_of(self, arms: Iterable[Arm]) -> dict[str, ArmStats]:
+        metric = self.task.metric.name
+        return {arm.name: s for arm in arms if (s := arm_stats(arm.name, self.scores.get(arm.key, {}), metric))}
 
     def analyze(self, hypothesis: Hypothesis, arms: list[Arm], notes: list[str]) -> IterationOutcome:
-        """The iteration's family of comparisons (Holm-corrected) and the novelty's verdict."""
-        stats = {arm.name: s for arm in arms if (s := self.arm_stats(arm)) is not None}
-        comparisons = compare_family(stats, "baseline")
-        novelty, higher = comparisons.get(f"novelty:{hypothesis.id}"), self.task.metric.higher_is_better
-        supported = novelty is not None and novelty.supported(hypothesis.success_threshold, higher)
-        attribution = attribute(hypothesis, stats, comparisons, higher) if supported else {}
-        if novelty is not None:
-            self.log.info("analysis", hypothesis=hypothesis.id, diff=novelty.diff, p_holm=novelty.p_holm,
-                          family=len(comparisons), supported=supported, attribution=attribution)  # fmt: skip
-        if attribution:
-            notes.append(attribution_note(attribution))
-        baseline = stats.get("baseline")
-        outcome = IterationOutcome(
-            iteration=self.iteration,
-            hypothesis=hypothesis,
-            supported=supported,
-            arm_means={name: s.mean for name, s in stats.items()},
-            baseline_mean=baseline.mean if baseline else None,
-            p_holm={name: c.p_holm for name, c in comparisons.items()},
-            notes=notes,
-            attribution=attribution,
-            excluded=None if supported or novelty is None else claim_excluded(hypothesis, novelty, higher),
-        )
+        """The iteration's family of comparisons (Holm-corrected), the novelty's verdict, and
+        a second look at its ablations when the first could not say what carried the gain."""
+        outcome = judge(self.iteration, hypothesis, self.stats_of(arms), self.task.metric.higher_is_better)
+        if unclear := needs_retest(outcome.attribution):
+            outcome.attribution = self.retest(hypothesis, arms, unclear, notes) or outcome.attribution
+        self.log.info("analysis", hypothesis=hypothesis.id, p_holm=outcome.p_holm.get(f"novelty:{hypothesis.id}"),
+                      supported=outcome.supported, attribution=outcome.attribution)  # fmt: skip
+        if outcome.attribution:
+            notes.append(attribution_note(outcome.attribution))
+        outcome.notes = notes
         try:
             summary = self.ctx.agent.review(self.task, outcome).summary
         except IterationLimitError as cut:  # the iteration's own limits; the run goes on
@@ -332,6 +285,25 @@ class ResearchLoop:
         outcome.notes.append(summary)
         self.ctx.progress(f"  analysis: {summary}")
         return outcome
+
+    def retest(self, hypothesis: Hypothesis, arms: list[Arm], unclear: list[str], notes: list[str]) -> dict[str, str]:
+        """The second look: fresh seeds for the novelty and its unclear ablations, when the
+        budget left pays for them; the verdict itself stays the first look's."""
+        again = [a for a in arms if a.name in {f"novelty:{hypothesis.id}", *map(hypothesis.ablation_arm, unclear)}]
+        done = sorted({seed for arm in arms for seed in self.scores.get(arm.key, {})})
+        fresh = retest_seeds(done or self.state.config.seeds, len(again), self.room())
+        if not fresh:
+            notes.append(f"ablations: a re-test of {', '.join(unclear)} at more seeds does not fit the budget left")
+            return {}
+        self.ctx.progress(f"  ablations unclear ({', '.join(unclear)}): re-testing on seeds {fresh[0]}-{fresh[-1]}")
+        try:
+            self.run_arms(again, fresh)
+        except (IterationLimitError, AdmissionRefusedError) as cut:
+            self._cut(cut, notes)
+        verdicts = attribute(hypothesis, self.stats_of(arms), self.task.metric.higher_is_better)
+        self.log.info("attribution.retest", seeds=fresh, arms=[a.name for a in again], attribution=verdicts)
+        notes.append(f"ablations re-tested on seeds {fresh[0]}-{fresh[-1]} (second look, alpha/2 each)")
+        return verdicts
 
     def finalize(self) -> None:
         """Select the best eligible arm, evaluate it once on the test split, write the report."""
@@ -389,7 +361,7 @@ class ResearchLoop:
         )
 
     def _choose_best(self) -> tuple[Arm, ArmStats] | None:
-        candidates = [(arm, s) for arm in self.arms.values() if (s := self.arm_stats(arm)) is not None]
+        candidates = [(self.arms[name], s) for name, s in self.stats_of(self.arms.values()).items()]
         return choose_best(candidates, required_seeds(self.state.config.seeds), self.task.metric.higher_is_better)
 
     def _update_best(self) -> None:
@@ -402,6 +374,15 @@ class ResearchLoop:
         usage = getattr(self.ctx.agent, "usage", None)
         if usage is not None:
             self.ledger.charge_llm(usage)
+
+    def _cut(self, cut: IterationLimitError | AdmissionRefusedError, notes: list[str]) -> None:
+        """A per-iteration limit or a refused job: recorded, and the iteration goes on to analysis."""
+        if isinstance(cut, IterationLimitError):
+            self._limit(cut.limit, cut.detail)
+            notes.append(f"iteration cut: {cut}")
+        else:
+            self._limit("budget.admission", str(cut))
+            notes.append(f"budget: {cut}")
 
     def _limit(self, limit: str, detail: str) -> None:
         self.state.limits_hit.append(LimitHit(limit=limit, iteration=self.iteration, detail=detail))

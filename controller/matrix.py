@@ -61,7 +61,7 @@ def expand(
             modules, hyper = {**novelty.modules, name: baseline.modules[name]}, novelty.hyper
         else:
             modules, hyper = novelty.modules, {**novelty.hyper, name: defaults[name]}
-        core.append(Arm(name=f"ablation:{hypothesis.id}-no-{name}", modules=modules, hyper=hyper))
+        core.append(Arm(name=hypothesis.ablation_arm(component), modules=modules, hyper=hyper))
     for dimension in matrix.ablate:
         if dimension in DIMENSION_VALUES:
             core += [

@@ -64,6 +64,10 @@ class Hypothesis(BaseModel):
         """Named parts, each of which gets its own ablation arm."""
         return [f"module:{slot}" for slot in sorted(self.modules)] + [f"hyper:{key}" for key in sorted(self.hyper)]
 
+    def ablation_arm(self, component: str) -> str:
+        """The name of the arm that reverts one component ("module:head") to its baseline."""
+        return f"ablation:{self.id}-no-{component.partition(':')[2]}"
+
 
 class StoppingRules(BaseModel):
     """When the whole run stops (besides the budget)."""

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from controller.agents.base import IterationOutcome
 from controller.plan import Arm, Hypothesis
 from controller.registry import AttemptRecord
-from controller.stats import ArmStats, Comparison, compare, holm, summarize
+from controller.stats import DEFAULT_ALPHA, ArmStats, Comparison, compare, holm, summarize
 
 MIN_SELECTION_SEEDS = 2
 """No arm is ever selected on fewer seeds than this, whatever the run was started with."""
@@ -71,36 +72,61 @@ CLAIM_FLOOR = 0.01
 """The effect a hypothesis is taken to claim when it names none (one accuracy point)."""
 
 
+ATTRIBUTION_LOOKS = 2
+"""An iteration's ablations are read at most twice: after its seeds, and once more after a
+re-test that adds fresh seeds to the novelty and its unclear ablations."""
+ATTRIBUTION_ALPHA = DEFAULT_ALPHA / ATTRIBUTION_LOOKS
+"""Each look is one Holm family at alpha / looks: over both looks, the chance of any false
+attribution stays under alpha whatever the first look showed (a union bound; optional
+stopping on the second look cannot inflate it)."""
+
+
 def attribute(
     hypothesis: Hypothesis,
     stats: Mapping[str, ArmStats],
-    comparisons: Mapping[str, Comparison],
     higher_is_better: bool = True,
+    alpha: float = ATTRIBUTION_ALPHA,
 ) -> dict[str, str]:
     """For a supported hypothesis, what each component's ablation says about it.
 
-    `carries`: the novelty beats the arm without the component (Welch, Holm-corrected over the
-    components, by the threshold): the gain needs it. `not needed`: the arm without it still
-    beats the baseline. `unclear`: neither could be shown at these seeds. `not ablated`: its
-    arm was not run (budget).
+    `carries`: the novelty beats the arm without the component by the threshold (the gain
+    needs it). `not needed`: the arm without it still beats the baseline by the threshold.
+    Both kinds of test, for every component, are one Holm family at `alpha` (one look).
+    `unclear`: neither could be shown at these seeds. `not ablated`: its arm was not run.
     """
-    novelty = stats.get(f"novelty:{hypothesis.id}")
-    names = {c: f"ablation:{hypothesis.id}-no-{c.partition(':')[2]}" for c in hypothesis.components()}
-    against = {c: compare(novelty, stats[arm]) for c, arm in names.items() if novelty is not None and arm in stats}
-    adjusted = holm({c: comparison.p_value for c, comparison in against.items()})
-    verdicts = {}
+    novelty, base = stats.get(f"novelty:{hypothesis.id}"), stats.get("baseline")
+    names = {c: hypothesis.ablation_arm(c) for c in hypothesis.components()}
+    tests: dict[tuple[str, str], Comparison] = {}
     for component, arm in names.items():
-        if component not in against:
+        if novelty is None or arm not in stats:
+            continue
+        tests[component, "carries"] = compare(novelty, stats[arm])
+        if base is not None:
+            tests[component, "not needed"] = compare(stats[arm], base)
+    adjusted = holm({f"{c}|{kind}": t.p_value for (c, kind), t in tests.items()})
+    shown = {
+        key
+        for key, t in tests.items()
+        if t.with_holm(adjusted[f"{key[0]}|{key[1]}"]).supported(hypothesis.success_threshold, higher_is_better, alpha)
+    }
+    verdicts = {}
+    for component in names:
+        if not any(c == component for c, _ in tests):
             verdicts[component] = "not ablated"
-        elif arm in comparisons and comparisons[arm].supported(hypothesis.success_threshold, higher_is_better):
+        elif (component, "not needed") in shown:
             verdicts[component] = "not needed"
-        elif (
-            against[component].with_holm(adjusted[component]).supported(hypothesis.success_threshold, higher_is_better)
-        ):
+        elif (component, "carries") in shown:
             verdicts[component] = "carries"
         else:
             verdicts[component] = "unclear"
     return verdicts
+
+
+def needs_retest(verdicts: Mapping[str, str]) -> list[str]:
+    """The components worth a second look: none carried the gain and these were unclear."""
+    if any(v == "carries" for v in verdicts.values()):
+        return []
+    return [c for c, v in verdicts.items() if v == "unclear"]
 
 
 def attribution_note(verdicts: Mapping[str, str]) -> str:
@@ -125,3 +151,25 @@ def claim_excluded(hypothesis: Hypothesis, novelty: Comparison, higher_is_better
     if bound is None:
         return None
     return bound < claim if higher_is_better else bound > -claim
+
+
+def judge(
+    iteration: int, hypothesis: Hypothesis, stats: Mapping[str, ArmStats], higher_is_better: bool
+) -> IterationOutcome:
+    """An iteration's verdict from its arms' statistics: the family of comparisons against the
+    baseline (Holm-corrected), supported or not, the first look at the ablations, and for a
+    null result whether its CI rules the claim out."""
+    comparisons = compare_family(stats, "baseline")
+    novelty = comparisons.get(f"novelty:{hypothesis.id}")
+    supported = novelty is not None and novelty.supported(hypothesis.success_threshold, higher_is_better)
+    baseline = stats.get("baseline")
+    return IterationOutcome(
+        iteration=iteration,
+        hypothesis=hypothesis,
+        supported=supported,
+        arm_means={name: s.mean for name, s in stats.items()},
+        baseline_mean=baseline.mean if baseline else None,
+        p_holm={name: c.p_holm for name, c in comparisons.items()},
+        attribution=attribute(hypothesis, stats, higher_is_better) if supported else {},
+        excluded=None if supported or novelty is None else claim_excluded(hypothesis, novelty, higher_is_better),
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,6 +30,28 @@ MIN_MEASURED = 3
 """Baseline seeds needed before its own sd replaces the pilot's."""
 BUDGET_SHARE = 0.5
 """An iteration may spend at most this share of the budget left on extra seeds."""
+MIN_RETEST_SEEDS = 3
+"""A second look at a hypothesis's ablations adds at least this many fresh seeds, or none."""
+
+
+@dataclass(frozen=True)
+class Room:
+    """What the budget and the iteration's limits leave for more jobs."""
+
+    pair_s: float
+    """Seconds of one train + evaluate pair (estimated_pair_s)."""
+    available_s: float
+    parallel: int = 1
+    attempts_left: float = float("inf")
+    iteration_s_left: float = float("inf")
+
+    def seconds(self, arms: int, seeds: int) -> float:
+        """Wall seconds for `arms` arms at `seeds` more seeds each."""
+        return arms * seeds * self.pair_s / max(self.parallel, 1)
+
+    def fits(self, arms: int, seeds: int) -> bool:
+        """Whether the iteration's limits (attempts, wall) allow that many more pairs."""
+        return 2 * arms * seeds <= self.attempts_left and self.seconds(arms, seeds) <= self.iteration_s_left
 
 
 class Sizing(BaseModel):
@@ -69,11 +92,7 @@ def size_iteration(
     seeds: list[int],
     arms: int,
     measured_sd: float | None,
-    pair_s: float,
-    available_s: float,
-    parallel: int = 1,
-    attempts_left: float = float("inf"),
-    iteration_s_left: float = float("inf"),
+    room: Room,
     train_fraction: float = 1.0,
 ) -> Sizing:
     """The iteration's seeds: the run's, or more when power asks and the budget and the
@@ -97,14 +116,25 @@ def size_iteration(
         return Sizing(
             seeds=seeds, power=at_n, sd_source=source, note=f"{at_n.describe(metric)}; {why} (sd from {source})"
         )
-    extra_s = (needed - len(seeds)) * arms * pair_s / max(parallel, 1)
-    if 2 * arms * needed > attempts_left or arms * needed * pair_s / max(parallel, 1) > iteration_s_left:
+    extra_s = room.seconds(arms, needed - len(seeds))
+    if not room.fits(arms, needed):
         why = f"n = {needed} for {arms} arms does not fit the iteration's attempt or wall limit (--iteration-*)"
-    elif extra_s > BUDGET_SHARE * available_s:
-        why = f"raising to n = {needed} needs about {extra_s:.0f}s more, over half the {available_s:.0f}s left"
+    elif extra_s > BUDGET_SHARE * room.available_s:
+        why = f"raising to n = {needed} needs about {extra_s:.0f}s more, over half the {room.available_s:.0f}s left"
     else:
         more = list(range(max(seeds) + 1, max(seeds) + 1 + needed - len(seeds)))
         raised = estimate(sd, effect, needed, family=family)
         note = f"seeds raised from {len(seeds)} to {needed} for power: {raised.describe(metric)} (sd from {source})"
         return Sizing(seeds=[*seeds, *more], power=raised, sd_source=source, raised=True, note=note)
     return Sizing(seeds=seeds, power=at_n, sd_source=source, note=f"{at_n.describe(metric)}; {why} (sd from {source})")
+
+
+def retest_seeds(seeds: list[int], arms: int, room: Room) -> list[int]:
+    """Fresh seeds for a second look at an iteration's ablations: as many again as it had,
+    fewer (not under MIN_RETEST_SEEDS) when that is all the budget left and the iteration's
+    limits can pay for `arms` arms; [] when not even that fits."""
+    start = max(seeds) + 1
+    for extra in range(len(seeds), MIN_RETEST_SEEDS - 1, -1):
+        if room.fits(arms, extra) and room.seconds(arms, extra) <= room.available_s:
+            return list(range(start, start + extra))
+    return []

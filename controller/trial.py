@@ -76,7 +76,7 @@ class Trial:
                 keep_outputs=True,
                 required_outputs={WEIGHTS: "missing_weights"},
                 max_output_bytes=self.max_weights_bytes(),
-                follow_up_s=self.task.min_timeout,
+                follow_up_s=self.attempts.min_timeout("eval"),
                 scorer=claim,
             )
         )

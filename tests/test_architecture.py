@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "controller.matrix": 4,
     "controller.trial": 5,
     "controller.sizing": 5,
+    "controller.context": 5,
     "controller.coding": 5,
     "controller.report": 5,
     "controller.figures": 6,

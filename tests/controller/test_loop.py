@@ -102,6 +102,28 @@ def test_admission_control_never_starts_a_job_that_does_not_fit(tmp_path: Path) 
     assert trained and all(pair in evaluated for pair in trained)
 
 
+def test_once_jobs_are_measured_the_last_minute_is_used_with_margin_not_a_fixed_floor(tmp_path: Path) -> None:
+    from controller.attempts import MEASURED_MARGIN
+
+    sandbox = FakeSandbox(job_seconds=4)
+    loop = make_loop(tmp_path, sandbox, budget_s=300, reserve_s=60)
+    seen: dict[str, int] = {}
+    admitted: list[tuple[str, float, float]] = []  # kind, timeout, seconds left before the reserve
+
+    def watch(kind: str, job: object) -> None:
+        seen[kind] = seen.get(kind, 0) + 1
+        admitted.append((kind, sandbox.calls[-1][2].timeout, loop.ledger.available_s()))
+
+    sandbox.on_run = watch
+    state = loop.run()
+    assert state.status == "finished" and state.totals.wall_s <= 300
+    # jobs were started with under the task's 30 s floor left: each with at least 3x the slowest of its kind
+    late = [(kind, timeout) for kind, timeout, left in admitted if kind == "train" and left < TASK.min_timeout]
+    assert late and all(timeout >= MEASURED_MARGIN * 4 for _, timeout in late)
+    assert loop.attempts.min_timeout("train") == MEASURED_MARGIN * 4
+    assert loop.attempts.min_timeout("never-ran") == TASK.min_timeout
+
+
 def test_iteration_attempt_limit_cuts_the_iteration_and_is_logged(tmp_path: Path) -> None:
     sandbox = FakeSandbox()
     loop = make_loop(tmp_path, sandbox, limits=IterationLimits(attempts=4))

@@ -10,7 +10,7 @@ import pytest
 from controller.plan import Arm
 from controller.registry import AttemptRecord
 from controller.selection import arm_stats, choose_best, compare_family, required_seeds
-from controller.stats import holm, summarize
+from controller.stats import ArmStats, holm, summarize
 from sandbox.policy import Policy
 from sandbox.results import AttemptResult, Status
 from tests.controller.fakes import FakeSandbox, make_loop
@@ -107,17 +107,46 @@ def test_ablations_name_the_component_that_carried_the_gain() -> None:
         "ablation:h-no-augment": summarize("ablation:h-no-augment", [0.903, 0.906, 0.901, 0.904], bounds=(0.0, 1.0)),
         "ablation:h-no-head": summarize("ablation:h-no-head", [0.948, 0.95, 0.951, 0.947], bounds=(0.0, 1.0)),
     }
-    verdicts = attribute(hypothesis, stats, compare_family(stats, "baseline"))
+    verdicts = attribute(hypothesis, stats)
     assert verdicts == {"module:augment": "carries", "module:head": "not needed"}
     assert attribution_note(verdicts).startswith("ablations: module:augment carried the gain")
     without = {k: v for k, v in stats.items() if k != "ablation:h-no-head"}
-    assert attribute(hypothesis, without, compare_family(without, "baseline"))["module:head"] == "not ablated"
+    assert attribute(hypothesis, without)["module:head"] == "not ablated"
     # an ablation that sits between the two, at too few seeds to tell: neither claim is made
     vague = {
         **stats,
         "ablation:h-no-augment": summarize("ablation:h-no-augment", [0.92, 0.95, 0.91, 0.94], bounds=(0.0, 1.0)),
     }
-    assert attribute(hypothesis, vague, compare_family(vague, "baseline"))["module:augment"] == "unclear"
+    assert attribute(hypothesis, vague)["module:augment"] == "unclear"
+
+
+def test_each_look_at_the_ablations_is_one_holm_family_at_half_alpha() -> None:
+    """A gain that a single test at alpha = 0.05 would attribute is 'unclear' at one look of
+    two: Holm over every attribution test of the look, at 0.025. Only then may a second look
+    with fresh seeds follow without inflating the chance of a false attribution."""
+    from controller.plan import Hypothesis
+    from controller.selection import ATTRIBUTION_ALPHA, attribute, needs_retest
+    from controller.stats import compare, summarize
+
+    hypothesis = Hypothesis(id="h", statement="s", hyper={"width": 64, "lr": 0.006})
+    noise = [0, 2, 3, 1, 2, 0]  # in 1/200ths, the same for every arm: a 6/200 gain from width
+
+    def arm(name: str, gain: int, n: int) -> ArmStats:
+        return summarize(name, [(160 + gain + k) / 200 for k in noise[:n]], bounds=(0.0, 1.0))
+
+    def arms(n: int) -> dict[str, ArmStats]:
+        return {"baseline": arm("baseline", 0, 3), "novelty:h": arm("novelty:h", 6, n),
+                "ablation:h-no-width": arm("ablation:h-no-width", 0, n),
+                "ablation:h-no-lr": arm("ablation:h-no-lr", 6, n)}  # fmt: skip
+
+    first = arms(3)
+    p = compare(first["novelty:h"], first["ablation:h-no-width"]).p_value
+    assert p is not None and 4 * p < 0.05  # alone, or at alpha = 0.05, width would be named
+    verdicts = attribute(hypothesis, first)
+    assert verdicts == {"hyper:lr": "unclear", "hyper:width": "unclear"} and ATTRIBUTION_ALPHA == 0.025
+    assert needs_retest(verdicts) == ["hyper:lr", "hyper:width"]
+    assert attribute(hypothesis, arms(6)) == {"hyper:lr": "unclear", "hyper:width": "carries"}
+    assert needs_retest({"hyper:lr": "unclear", "hyper:width": "carries"}) == []
 
 
 def test_a_null_result_refutes_only_when_its_ci_rules_the_claim_out() -> None:
