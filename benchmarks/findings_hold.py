@@ -41,25 +41,28 @@ def start(runs_dir: Path, run_id: str, first_seed: int, fraction: float, budget:
     return time.monotonic() - began
 
 
-def describe(root: Path) -> tuple[bool, str]:
-    """Whether the run supported a hypothesis, and a line saying what it found."""
+def describe(root: Path) -> tuple[bool, bool, str]:
+    """Whether the run supported a hypothesis, whether the ablations of one named the component
+    that carried it, and a line saying what it found. The effect and p are the verdict's own
+    (the journal's first look), not the arm totals after a second look at the ablations."""
     state = json.loads((root / "run.json").read_text())
     journal = json.loads((root / "journal.json").read_text()) if (root / "journal.json").is_file() else []
-    arms = json.loads((root / "aggregates.json").read_text())["arms"] if (root / "aggregates.json").is_file() else {}
-    found = []
+    found, named = [], False
     for outcome in journal:
         if not outcome["supported"]:
             continue
         hid = outcome["hypothesis"]["id"]
-        versus = arms.get(f"novelty:{hid}", {}).get("vs_baseline", {})
+        diff = outcome["arm_means"][f"novelty:{hid}"] - outcome["baseline_mean"]
         carried = [c for c, v in outcome.get("attribution", {}).items() if v == "carries"]
+        named = named or bool(carried)
+        second = " after a second look" if any("re-tested on seeds" in n for n in outcome["notes"]) else ""
         found.append(
-            f"{hid}: {versus.get('diff', float('nan')):+.4f} (Holm p {versus.get('p_holm', float('nan')):.2g}, "
-            f"n={outcome.get('seeds')}), carried by {' and '.join(carried) or 'no single component'}"
+            f"{hid}: {diff:+.4f} (Holm p {outcome['p_holm'][f'novelty:{hid}']:.2g}, n={outcome.get('seeds')}), "
+            f"carried by {' and '.join(carried) or 'no single component'}{second}"
         )
     tested = ", ".join(f"{o['hypothesis']['id']} ({o.get('seeds')} seeds)" for o in journal)
     line = f"{state['status']}; tested {tested or 'nothing'}; " + ("; ".join(found) or "nothing supported")
-    return bool(found), line
+    return bool(found), named, line
 
 
 def main() -> None:
@@ -78,15 +81,16 @@ def main() -> None:
         ("baseline: full train split", 1.0, args.baseline_runs),
         (f"low-data: train fraction {args.train_fraction}", args.train_fraction, args.runs),
     ):
-        hits = 0
+        hits = identified = 0
         for k in range(count):
             run_id = f"{'full' if fraction == 1.0 else 'low'}-{k}"
             wall = start(runs_dir, run_id, 100 * k, fraction, args.budget, args.seeds)
-            supported, line = describe(runs_dir / run_id)
-            hits += supported
+            supported, named, line = describe(runs_dir / run_id)
+            hits, identified = hits + supported, identified + named
             print(f"{label} | run {k} (seeds from {100 * k}) {wall:.0f}s: {line}", flush=True)
         tallies[label] = (hits, count)
-        print(f"{label}: {hits}/{count} runs with a Holm-corrected supported hypothesis", flush=True)
+        print(f"{label}: {hits}/{count} runs with a Holm-corrected supported hypothesis, {identified}/{count} "
+              "whose ablations named the component that carried it", flush=True)  # fmt: skip
     (base_hits, base_n), (low_hits, low_n) = tallies.values()
     base_rate, low_rate = base_hits / max(base_n, 1), low_hits / max(low_n, 1)
     ratio = f"{low_rate / base_rate:.2f}x" if base_rate else "inf (the baseline found nothing)"

@@ -133,6 +133,8 @@ def attribution_note(verdicts: Mapping[str, str]) -> str:
     """One line for the report: which component carried the gain."""
     carriers = [c for c, v in verdicts.items() if v == "carries"]
     detail = ", ".join(f"{c}: {v}" for c, v in verdicts.items())
+    if all(v == "not ablated" for v in verdicts.values()):
+        return f"ablations: none was run, the budget left did not pay for them ({detail})"
     if len(carriers) == 1:
         return f"ablations: {carriers[0]} carried the gain ({detail})"
     if carriers:

@@ -125,7 +125,7 @@ def test_each_look_at_the_ablations_is_one_holm_family_at_half_alpha() -> None:
     two: Holm over every attribution test of the look, at 0.025. Only then may a second look
     with fresh seeds follow without inflating the chance of a false attribution."""
     from controller.plan import Hypothesis
-    from controller.selection import ATTRIBUTION_ALPHA, attribute, needs_retest
+    from controller.selection import ATTRIBUTION_ALPHA, attribute, attribution_note, needs_retest
     from controller.stats import compare, summarize
 
     hypothesis = Hypothesis(id="h", statement="s", hyper={"width": 64, "lr": 0.006})
@@ -147,6 +147,8 @@ def test_each_look_at_the_ablations_is_one_holm_family_at_half_alpha() -> None:
     assert needs_retest(verdicts) == ["hyper:lr", "hyper:width"]
     assert attribute(hypothesis, arms(6)) == {"hyper:lr": "unclear", "hyper:width": "carries"}
     assert needs_retest({"hyper:lr": "unclear", "hyper:width": "carries"}) == []
+    unrun = attribution_note({"hyper:lr": "not ablated", "hyper:width": "not ablated"})
+    assert unrun.startswith("ablations: none was run") and "not needed" not in unrun
 
 
 def test_a_null_result_refutes_only_when_its_ci_rules_the_claim_out() -> None:
