@@ -246,6 +246,8 @@ class AttemptRunner:
         code = {f"{s}.py": m.code for s, m in (spec.arm.modules.items() if spec.arm else [])}
         if spec.module is not None:
             code[f"{spec.module.slot}.py"] = spec.module.code
+            if spec.module.tests:
+                code[f"test_{spec.module.slot}.py"] = spec.module.tests
         self.store.commit_attempt(staging, record, code)
         self.index[spec.key] = record
         self.ledger.charge_attempt(record.status, result.duration_s, spec.policy.gpu_count)

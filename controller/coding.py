@@ -8,6 +8,7 @@ repair rounds; when they run out the slot rolls back to the last module that pas
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import structlog
@@ -26,6 +27,12 @@ from sandbox.results import Status
 
 SMOKE_OUTPUT = "out/smoke.json"
 """Where the harness writes what the trusted smoke check observed."""
+
+
+def generated_tests_path(module_file: str) -> str:
+    """Where a module's own tests sit in the guard's workspace: gen/head.py -> gen/test_head.py."""
+    folder, _, name = module_file.rpartition("/")
+    return f"{folder}/test_{name}" if folder else f"test_{name}"
 
 
 class Coder:
@@ -47,41 +54,78 @@ class Coder:
 
     def write(self, slot: str, hypothesis: Hypothesis) -> ModuleCode:
         """Write, guard and repair one module; roll back when repairs run out."""
-        agent = self.agent
-        module = agent.write_module(self.task, slot, hypothesis)
+        module = self.agent.write_module(self.task, slot, hypothesis)
         self.charge_agent()
-        repairs = self.attempts.ledger.limits.repairs_per_module
-        for round_ in range(repairs + 1):
+        return self.settle(slot, hypothesis, module, self.attempts.ledger.limits.repairs_per_module)
+
+    def repair_after_training(self, hypothesis: Hypothesis, module: ModuleCode, record: AttemptRecord) -> ModuleCode:
+        """A module that passed the guard and then crashed a training job (a frame of its file
+        in the traceback): repaired from that traceback, guarded again, rolled back when the
+        repairs run out, as a guard failure would be."""
+        slot = module.slot
+        failure = self.guard_failure(record).model_copy(update={"stage": "train"})
+        self.attempts.progress(f"  training crashed in {slot} ({failure.exception_type}); repairing")
+        repaired = self.agent.repair(self.task, slot, hypothesis, module, failure, self.last_good[slot])
+        self.charge_agent()
+        self.attempts.state.totals.repairs += 1
+        if repaired.origin == "rollback":
+            return self._rollback(slot)
+        return self.settle(slot, hypothesis, repaired, self.attempts.ledger.limits.repairs_per_module - 1)
+
+    def settle(self, slot: str, hypothesis: Hypothesis, module: ModuleCode, repairs: int) -> ModuleCode:
+        """Guard a module, repairing it from each failure up to `repairs` times."""
+        for round_ in range(max(repairs, 0) + 1):
             record = self.guard(slot, module)
             if record.status == Status.ok:
                 self.last_good[slot] = module
                 return module
-            if round_ == repairs:
+            if round_ >= repairs:
                 break
             failure = self.guard_failure(record)
             self.attempts.progress(f"  guard failed for {slot} at {failure.stage}: {failure.exception_type}; repairing")
-            module = agent.repair(self.task, slot, hypothesis, module, failure, self.last_good[slot])
+            module = self.agent.repair(self.task, slot, hypothesis, module, failure, self.last_good[slot])
             self.charge_agent()
             self.attempts.state.totals.repairs += 1
             if module.origin == "rollback":
                 break
+        return self._rollback(slot)
+
+    def _rollback(self, slot: str) -> ModuleCode:
         self.attempts.state.totals.rollbacks += 1
         self.log.warning("module.rollback", slot=slot, to=self.last_good[slot].origin)
         self.attempts.progress(f"  {slot}: rolled back to the last module that passed the guard")
         return ModuleCode(slot=slot, code=self.last_good[slot].code, origin="rollback")
 
+    def culprit(self, record: AttemptRecord, modules: dict[str, ModuleCode]) -> ModuleCode | None:
+        """The generated module a failed job crashed in: the innermost traceback frame that
+        lies in one of `modules`' files (None: the crash was not in generated code)."""
+        exc = next((e for e in reversed(record.result.events) if isinstance(e, ExceptionEvent)), None)
+        files = {self.task.slots[slot].file: module for slot, module in modules.items()}
+        for frame in reversed(exc.frames if exc else []):
+            if frame.generated:
+                for path, module in files.items():
+                    if frame.file == path or frame.file.endswith("/" + path):
+                        return module
+        return None
+
     def guard(self, slot: str, module: ModuleCode) -> AttemptRecord:
         """Compile, import and smoke-test a module; the smoke verdict is read back by the host."""
         spec = self.task.slots[slot]
         expected = self.task.smoke_expectation(slot, self.data.shape())
+        command = harness("guard", "--module", spec.file, "--entry", spec.entry, "--smoke", spec.smoke)
+        command += ["--expect", json.dumps(expected)]
+        files = {**self.task.code(), spec.file: module.code.encode(), **self.task.smoke_files(self.data.shape())}
+        if module.tests:  # the agent's own tests, after the trusted smoke check (which they cannot replace)
+            tests = generated_tests_path(spec.file)
+            command, files = [*command, "--tests", tests], {**files, tests: module.tests.encode()}
         return self.attempts.execute(
             JobSpec(
-                key=guard_key(slot, module.digest),
+                key=guard_key(slot, module.guard_digest),
                 kind="guard",
                 policy=self.policy,
                 timeout_s=self.task.timeouts.guard,
-                command=harness("guard", "--module", spec.file, "--entry", spec.entry, "--smoke", spec.smoke),
-                files={**self.task.code(), spec.file: module.code.encode(), **self.task.smoke_files(self.data.shape())},
+                command=command,
+                files=files,
                 slot=slot,
                 module=module,
                 required_outputs={SMOKE_OUTPUT: "smoke_unverified"},

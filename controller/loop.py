@@ -27,7 +27,7 @@ from controller.ledger import AdmissionRefusedError, IterationLimitError
 from controller.llm import LLMClient
 from controller.matrix import expand, novelty_arm, shrink_to_budget
 from controller.outputs import write_outputs
-from controller.plan import Arm, Hypothesis, Matrix, Plan
+from controller.plan import Arm, Hypothesis, Matrix, ModuleCode, Plan
 from controller.registry import AttemptRecord, BestSoFar, LimitHit, RunState
 from controller.report import Results
 from controller.research import plan_from_literature
@@ -43,7 +43,7 @@ from controller.selection import (
 )
 from controller.sizing import Room, Sizing, baseline_sd, estimated_pair_s, retest_seeds, size_iteration
 from controller.stats import ArmStats
-from controller.store import train_key
+from controller.store import eval_key, train_key
 from controller.trial import Trial
 
 __all__ = ["InterruptedRunError", "LoopContext", "ResearchLoop", "StagePolicies"]
@@ -190,12 +190,21 @@ class ResearchLoop:
             self._set_stage("code")
             modules = {slot: self.coder.write(slot, hypothesis) for slot in sorted(hypothesis.modules)}
             matrix = self.plan.matrix if self.plan is not None else Matrix()
-            novelty = novelty_arm(self.task, hypothesis, modules, self.trial.sweep(hypothesis, modules, matrix.sweep))
-            arms = expand(self.task, hypothesis, novelty, matrix, self.coder.guarded_suites(matrix))
-            sizing = self.size(hypothesis, arms)
-            arms = self.fit_to_budget(arms, sizing.seeds)
-            self._set_stage("run")
-            self.run_arms(arms, sizing.seeds)
+            for round_ in range(self.ledger.limits.repairs_per_module + 1):  # repair what crashes training
+                hyper = self.trial.sweep(hypothesis, modules, matrix.sweep)
+                novelty = novelty_arm(self.task, hypothesis, modules, hyper)
+                arms = expand(self.task, hypothesis, novelty, matrix, self.coder.guarded_suites(matrix))
+                sizing = self.size(hypothesis, arms)
+                arms = self.fit_to_budget(arms, sizing.seeds)
+                self._set_stage("run")
+                self.run_arms(arms, sizing.seeds)
+                crash = self.crashed(arms, sizing.seeds, modules)
+                if crash is None or round_ == self.ledger.limits.repairs_per_module:
+                    break
+                modules[crash[0].slot] = self.coder.repair_after_training(hypothesis, *crash)
+                notes.append(f"{crash[0].slot} crashed training ({crash[1].reason}); repaired and trained again")
+                for arm in arms:  # the next round's arms carry the repaired module
+                    self.arms.pop(arm.name, None)
         except (IterationLimitError, AdmissionRefusedError) as cut:
             self._cut(cut, notes)
         self._set_stage("analyze")
@@ -236,6 +245,18 @@ class ResearchLoop:
         for arm in kept:
             self.arms.setdefault(arm.name, arm)
         return kept
+
+    def crashed(
+        self, arms: list[Arm], seeds: list[int], modules: dict[str, ModuleCode]
+    ) -> tuple[ModuleCode, AttemptRecord] | None:
+        """The first train or eval job of these arms that crashed in a module the agent wrote."""
+        written = {slot: m for slot, m in modules.items() if m.origin in {"agent", "repair"}}
+        for arm, seed, key in ((a, s, k) for a in arms for s in seeds for k in (train_key, eval_key)):
+            record = self.attempts.index.get(key(arm.key, seed))
+            carried = {s: m for s, m in written.items() if s in arm.modules and arm.modules[s].digest == m.digest}
+            if record is not None and record.status == "error" and (module := self.coder.culprit(record, carried)):
+                return module, record
+        return None
 
     def run_arms(self, arms: list[Arm], seeds: list[int]) -> None:
         """Every arm x seed, `parallel` at a time; each scored pair lands in `scores`."""

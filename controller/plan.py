@@ -154,11 +154,21 @@ class ModuleCode(BaseModel):
     code: str
     origin: str = "agent"
     """agent, repair, baseline or rollback."""
+    tests: str = ""
+    """The agent's own pytest file for the module (optional): the guard runs it after the
+    trusted smoke check passed. It never reaches training, so it is not part of `digest`."""
 
     @property
     def digest(self) -> str:
         """Short content hash: the module's identity in arms and registry keys."""
         return hashlib.sha256(self.code.encode()).hexdigest()[:12]
+
+    @property
+    def guard_digest(self) -> str:
+        """What the guard checked: the code, and the tests when there are any."""
+        if not self.tests:
+            return self.digest
+        return hashlib.sha256(self.code.encode() + b"\0" + self.tests.encode()).hexdigest()[:12]
 
 
 class Arm(BaseModel):

@@ -75,16 +75,22 @@ def accuracy(predictions: list[int], labels: list[int]) -> float:
     return sum(p == t for p, t in zip(predictions, labels, strict=True)) / len(labels)
 
 
+OWN_METRICS = "gen/"
+"""Prefix of the metrics a generated training epoch reports (trusted task code adds it)."""
+
+
 def telemetry_claim(events: list[Event], metric: str) -> float | None:
     """What a job last claimed for the metric: per metric series named like it, the final value.
 
     Like with like: the host scores the weights the job saved at the end, so the claim is the
     last value each series reported, not its best epoch. The highest such claim counts, so a
-    forged series cannot hide behind the trusted one.
+    forged series cannot hide behind the trusted one. Series under `gen/` are what a generated
+    training epoch reported through its reporter (the task renames them): its own bookkeeping,
+    such as training-batch accuracy, never a claim about the holdout.
     """
     last: dict[str, float] = {}
     for event in events:
-        if isinstance(event, MetricEvent) and metric in event.name.lower():
+        if isinstance(event, MetricEvent) and metric in event.name.lower() and not event.name.startswith(OWN_METRICS):
             last[event.name] = event.value
     return max(last.values()) if last else None
 

@@ -16,7 +16,7 @@ import structlog
 
 from controller.attempts import AttemptRunner, JobSpec, harness
 from controller.data import PUBLIC_DATA_MOUNT, RunData
-from controller.matrix import grid_points, tag, task_defaults
+from controller.matrix import baseline_modules, grid_points, tag, task_defaults
 from controller.plan import Arm, Hyper, Hypothesis, ModuleCode, Value
 from controller.registry import AttemptKind, AttemptRecord, RunConfig
 from controller.scoring import InvalidPredictionsError, accuracy, is_suspect, load_predictions, telemetry_claim
@@ -110,9 +110,10 @@ class Trial:
         if not grid:
             return hyper
         seed = SWEEP_SEED_OFFSET + self.config.seeds[0]
+        every_slot = {**baseline_modules(self.task), **modules}  # what the novelty arm will train with
         scored: list[tuple[float, Hyper]] = []
         for point in grid_points(grid):
-            arm = Arm(name=f"sweep:{hypothesis.id}@{tag(point)}", modules=modules, hyper={**hyper, **point})
+            arm = Arm(name=f"sweep:{hypothesis.id}@{tag(point)}", modules=every_slot, hyper={**hyper, **point})
             record = self.train_and_evaluate(arm, seed)
             if record is not None and record.host_score is not None and not record.suspect:
                 better = record.host_score if self.task.metric.higher_is_better else -record.host_score
@@ -201,7 +202,10 @@ class Trial:
         }
 
     def module_files(self, arm: Arm) -> dict[str, bytes]:
-        return {self.task.slots[s].file: m.code.encode() for s, m in arm.modules.items()}
+        """Every slot's module file: the arm's, else the slot's baseline (an arm recorded before
+        the task declared a slot trains as it did then)."""
+        modules = {**baseline_modules(self.task), **arm.modules}
+        return {self.task.slots[s].file: m.code.encode() for s, m in modules.items()}
 
     def holdout_size(self) -> int | None:
         """Samples in the training job's own holdout (what its telemetry is measured on)."""

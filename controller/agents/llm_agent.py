@@ -97,6 +97,8 @@ class CodeReply(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     code: str
+    tests: str = ""
+    """An optional pytest file testing the module's contract (the guard runs it)."""
 
     @field_validator("code")
     @classmethod
@@ -106,6 +108,11 @@ class CodeReply(BaseModel):
             msg = "code is empty"
             raise ValueError(msg)
         return code
+
+    @field_validator("tests")
+    @classmethod
+    def _unfenced_tests(cls, value: str) -> str:
+        return strip_fences(value) if value.strip() else ""
 
 
 class RefineDecision(BaseModel):
@@ -199,7 +206,7 @@ class LLMAgent(Agent):
             description=hypothesis.modules.get(slot, hypothesis.statement),
             baseline=trim(task.baseline_code(slot).rstrip(), CODE_TRIM_CHARS),
         )
-        return ModuleCode(slot=slot, code=reply.code, origin="agent")
+        return ModuleCode(slot=slot, code=reply.code, origin="agent", tests=reply.tests)
 
     @override
     def repair(
@@ -223,6 +230,7 @@ class LLMAgent(Agent):
                 hypothesis=hypothesis,
                 description=hypothesis.modules.get(slot, hypothesis.statement),
                 code=trim(module.code.rstrip(), CODE_TRIM_CHARS),
+                tests=trim(module.tests.rstrip(), CODE_TRIM_CHARS),
                 failure=failure,
                 message=trim(failure.message, MESSAGE_TRIM_CHARS),
                 traceback=trim(failure.traceback, TEXT_TRIM_CHARS),
@@ -231,10 +239,11 @@ class LLMAgent(Agent):
         except LLMOutputError as error:
             log.warning("llm_agent.repair_rollback", slot=slot, error=str(error))
             return ModuleCode(slot=slot, code=last_good.code, origin="rollback")
-        if reply.code.strip() == module.code.strip():
+        tests = reply.tests or module.tests  # "" keeps the module's tests
+        if reply.code.strip() == module.code.strip() and tests.strip() == module.tests.strip():
             log.warning("llm_agent.repair_unchanged", slot=slot)
             return ModuleCode(slot=slot, code=last_good.code, origin="rollback")
-        return ModuleCode(slot=slot, code=reply.code, origin="repair")
+        return ModuleCode(slot=slot, code=reply.code, origin="repair", tests=tests)
 
     @override
     def refine(self, task: Task, plan: Plan, history: list[IterationOutcome]) -> Hypothesis | None:

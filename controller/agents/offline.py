@@ -1,7 +1,8 @@
 """OfflineAgent: the embedded default, a deterministic template policy that needs no LLM.
 
-Its ideas come from a fixed library of augmentation and head templates (jinja2, in
-controller/templates/) plus learning-rate and width tweaks. It repairs by rolling back to
+Its ideas come from a fixed library of templates (jinja2, in controller/templates/, one
+family per slot: augmentations, heads, models, losses, optimisers, schedules, samplers and
+training epochs) plus learning-rate and width tweaks. It repairs by rolling back to
 the last module of the slot that passed the guard. Given the same results it makes the
 same decisions, which is also what makes `controller resume` replay exactly.
 """
@@ -50,6 +51,32 @@ LIBRARY: tuple[Hypothesis, ...] = (
         statement="Shift-and-noise augmentation with more epochs beats the baseline.",
         modules={"augment": "template:shift_noise max_shift=1 sigma=0.05"},
         hyper={"epochs": 20},
+    ),
+    Hypothesis(
+        id="residual-smooth-sgd",
+        statement="A residual trunk trained with label smoothing (0.1) and Nesterov SGD "
+        "generalises better than the plain CNN under Adam and cross-entropy.",
+        modules={
+            "model": "template:residual width=32",
+            "loss": "template:smooth eps=0.1",
+            "optimizer": "template:sgd momentum=0.9 lr_scale=10",
+        },
+    ),
+    Hypothesis(
+        id="balanced-cosine",
+        statement="Class-balanced sampling with a cosine learning-rate schedule evens out the "
+        "classes a small split under-represents.",
+        modules={"sampler": "template:balanced", "schedule": "template:cosine floor=0.05"},
+    ),
+    Hypothesis(
+        id="deep-adamw-clip",
+        statement="A deeper trunk under AdamW (weight decay 0.05) with gradients clipped to norm 1 "
+        "trains more stably than the baseline.",
+        modules={
+            "model": "template:deep width=32",
+            "optimizer": "template:adamw weight_decay=0.05",
+            "train_epoch": "template:clip max_norm=1.0",
+        },
     ),
 )
 

@@ -40,9 +40,11 @@ class Slot(BaseModel):
     """module:function in the task folder that smoke-tests the entry point."""
     contract: str
     """What the entry point must do; shown to the agent."""
-    output: Literal["input", "logits"] = "input"
-    """What the smoke check's output must look like: the input batch (same shape), or
-    [batch, num_classes] logits. The host checks what the smoke check observed against it."""
+    output: Literal["input", "logits", "scalar", "step", "indices"] = "input"
+    """What the smoke check must have observed: a batch shaped like the input, [batch,
+    num_classes] logits, a finite scalar (a loss), a training step that changed the
+    parameters and left them finite (optimiser, schedule, training epoch), or valid row
+    indices (a sampler). The host checks the observation against it (SMOKE_EXPECTATIONS)."""
 
 
 class Metric(BaseModel):
@@ -127,13 +129,25 @@ class Task(BaseModel):
         return self.prior_for(1.0)
 
     def smoke_files(self, shape: dict[str, Any]) -> dict[str, bytes]:
-        """smoke.json: the dataset's shapes and the batch the smoke checks use."""
-        spec = {"batch": SMOKE_BATCH, "input_shape": shape["input_shape"], "num_classes": shape["num_classes"]}
+        """smoke.json: the dataset's shapes, the batch the smoke checks use, the default hyper."""
+        spec = {
+            "batch": SMOKE_BATCH,
+            "input_shape": shape["input_shape"],
+            "num_classes": shape["num_classes"],
+            "hyper": self.defaults,
+        }
         return {"smoke.json": json.dumps(spec).encode()}
 
     def smoke_expectation(self, slot: str, shape: dict[str, Any]) -> dict[str, Any]:
         """What a passing smoke check of `slot` must have observed."""
-        if self.slots[slot].output == "logits":
+        output = self.slots[slot].output
+        if output == "step":
+            return {"stepped": True, "finite": True}
+        if output == "indices":
+            return {"dtype": "int64", "in_range": True, "nonempty": True}
+        if output == "scalar":
+            dims = []
+        elif output == "logits":
             dims = [SMOKE_BATCH, int(shape["num_classes"])]
         else:
             dims = [SMOKE_BATCH, *(int(d) for d in shape["input_shape"])]

@@ -6,6 +6,9 @@ guard  load the (trusted) smoke check, then compile, import and smoke-test the m
        out/smoke.json for the host to verify. Each stage is its own event, so the repair
        loop knows which one failed. This is a bug filter, not a security boundary: the
        module runs in the same process and could still forge the file.
+       With --tests, the agent's own pytest file runs last, in a separate pytest process
+       that starts only after the smoke check passed and its observation was written: a
+       generated test can fail the guard, never skip or pass the smoke check.
 run    call a job function with a JSON config; it reports metrics through the emitter.
 
 Exit status: 0 when every stage passed, 1 when one failed (the events say which).
@@ -17,6 +20,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -95,9 +99,42 @@ def guard(args: argparse.Namespace, emitter: Emitter) -> None:
             target = args.workspace / SMOKE_OUTPUT
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(observed))
+        expected = json.loads(args.expect) if args.expect else {}
+        seen = observed if isinstance(observed, dict) else {}
+        wrong = {k: seen.get(k) for k, v in expected.items() if seen.get(k) != v}
+        if wrong:  # decided here, before any generated test runs: no test can rescue it
+            msg = f"the smoke check observed {wrong}, the task expects {expected}"
+            raise SmokeMismatchError(msg)
         return observed
 
     _run_stage(emitter, "smoke", smoke)
+    if args.tests:
+        _run_stage(emitter, "tests", lambda: _generated_tests(args.workspace, args.tests))
+
+
+class SmokeMismatchError(ValueError):
+    """The smoke check ran but observed what the task does not expect (shape, dtype, ...)."""
+
+
+class GeneratedTestsFailedError(AssertionError):
+    """The agent's own tests of its module failed (pytest's summary is the message)."""
+
+
+TESTS_OUTPUT_LINES = 40
+TESTS_OUTPUT_CHARS = 6000
+
+
+def _generated_tests(workspace: Path, tests: str) -> None:
+    """Run the agent's pytest file against its module; raise with pytest's summary if it fails.
+
+    Exit 5 (the file holds no test) passes: the trusted smoke check already did."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short", "-rfE", tests]
+    proc = subprocess.run(command, cwd=workspace, capture_output=True, text=True, check=False)
+    if proc.returncode not in (0, 5):
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        summary = "\n".join(lines[-TESTS_OUTPUT_LINES:])[-TESTS_OUTPUT_CHARS:]
+        msg = f"the module's own tests ({tests}) failed, pytest exit {proc.returncode}:\n{summary}"
+        raise GeneratedTestsFailedError(msg)
 
 
 def run_job(args: argparse.Namespace, emitter: Emitter) -> None:
@@ -121,6 +158,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--module", required=True, help="path of the module in the workspace")
     g.add_argument("--entry", required=True, help="name the slot requires the module to define")
     g.add_argument("--smoke", default=None, help="module:function called with the entry point")
+    g.add_argument("--expect", default=None, help="JSON: what the smoke check must observe (checked before tests)")
+    g.add_argument("--tests", default=None, help="the agent's pytest file, run after the smoke check passed")
     r = sub.add_parser("run", help="run a job function with a JSON config")
     r.add_argument("--job", required=True, help="module:function taking (config, reporter)")
     r.add_argument("--config", default=None, help="JSON file in the workspace")

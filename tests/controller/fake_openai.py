@@ -32,6 +32,17 @@ class Reply:
     completion_tokens: int = DEFAULT_COMPLETION_TOKENS
 
 
+def json_reply(payload: Any, prompt_tokens: int = 1000, completion_tokens: int = 200) -> Reply:
+    """A reply whose content is `payload` as JSON."""
+    return Reply(json.dumps(payload), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+
+def for_the_paper(request: dict[str, Any]) -> bool:
+    """Whether a request is the end-of-run paper prose or review (which tests rarely script)."""
+    text = "\n".join(m["content"] for m in request["messages"])
+    return "research paper about an automated ML study" in text or "You are a reviewer for NeurIPS" in text
+
+
 @dataclass(frozen=True)
 class Fault:
     """An HTTP error status, e.g. `Fault(429, {"Retry-After": "1"})` or `Fault(500)`."""

@@ -79,6 +79,36 @@ def make_head(in_features, num_classes):
     return nn.Linear(in_features, num_classes)
 """
 
+# A generated training epoch: it hunts for validation or test labels anywhere it can reach,
+# and claims a perfect holdout score through its reporter; then it trains as the baseline does.
+HUNT = """import json, os
+
+FOUND = []
+for root, dirs, files in os.walk("/"):
+    dirs[:] = [d for d in dirs if d not in {"proc", "sys", "dev"}]
+    for name in files:
+        path = os.path.join(root, name)
+        if name in {"labels.json", "test_inputs.npy", "val_inputs.npy"} or name.endswith((".npz", ".npy")) and "site-packages" not in path:
+            FOUND.append(path)
+os.makedirs("out", exist_ok=True)
+with open("out/hunt.json", "w") as fh:
+    json.dump(FOUND, fh)
+
+
+def train_epoch(model, batches, optimizer, scheduler, loss_fn, augment, reporter):
+    model.train()
+    total, count = 0.0, 0
+    for x, y in batches:
+        loss = loss_fn(model(augment(x)), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total, count = total + float(loss) * len(y), count + len(y)
+    reporter.metric("holdout_accuracy", 1.0)
+    reporter.metric("val_accuracy", 1.0)
+    return total / max(count, 1)
+"""
+
 TAMPER = """import json, os
 TARGETS = {targets!r}
 results = {{}}
@@ -207,6 +237,7 @@ def test_adversarial_modules_cannot_forge_or_leak_the_score(tmp_path: Path, dock
         "patch": ("head", PATCH),
         "tamper": ("augment", TAMPER.format(targets=targets)),
         "shape": ("head", WRONG_SHAPE),
+        "hunt": ("train_epoch", HUNT),
     }
     sandbox = DockerSandbox(pool_size=1)
     lines: list[str] = []
@@ -261,6 +292,17 @@ def test_adversarial_modules_cannot_forge_or_leak_the_score(tmp_path: Path, dock
     shape_eval = by_arm["novelty:shape"]["eval"]
     assert shape_eval.status == "error" and "invalid_predictions" in (shape_eval.reason or "")
     assert shape_eval.host_score is None
+
+    # 6. a generated training loop finds no labels to reach for, and its claims are not the score:
+    # what it reports is renamed gen/..., the telemetry claim is the trusted holdout's
+    hunt_train = by_arm["novelty:hunt"]["train"]
+    hunted = json.loads((store.attempt_dir(hunt_train.number) / "outputs" / "out" / "hunt.json").read_text())
+    assert sorted(hunted) == ["/data/public/train.npz"]
+    names = {e.name for e in store.attempt_events(hunt_train.number) if getattr(e, "kind", "") == "metric"}
+    assert {"gen/holdout_accuracy", "gen/val_accuracy"} <= names
+    assert hunt_train.telemetry_score is not None and hunt_train.telemetry_score < 1.0
+    hunt_eval = by_arm["novelty:hunt"]["eval"]
+    assert hunt_eval.status == "ok" and not hunt_eval.suspect and hunt_eval.host_score is not None
 
     # one seed per arm: no arm is ever selected, so no test number exists to be bent
     best = json.loads((store.root / "best.json").read_text())

@@ -66,7 +66,7 @@ def test_plan_sanitizes_ids_and_drops_unknown_slots_and_hyper(fake: FakeOpenAI, 
                     {
                         "id": "Shift + MLP Head!",
                         "statement": "Shifts and an MLP head help.",
-                        "modules": {"augment": "random shifts", "head": "mlp 128", "optimizer": "adamw"},
+                        "modules": {"augment": "random shifts", "head": "mlp 128", "tokenizer": "bpe"},
                         "hyper": {"lr": 0.01, "width": 64.0, "momentum": 0.9, "epochs": 12},
                         "success_threshold": 0.01,
                     },
@@ -74,7 +74,7 @@ def test_plan_sanitizes_ids_and_drops_unknown_slots_and_hyper(fake: FakeOpenAI, 
                     {
                         "id": "!!!",
                         "statement": "Only unknown things.",
-                        "modules": {"loss": "focal"},
+                        "modules": {"vocoder": "hifi-gan"},
                         "hyper": {"dropout": 0.5},
                     },
                     {"id": "___", "statement": "Bad id, real change.", "hyper": {"epochs": 20}},
@@ -109,7 +109,7 @@ def test_plan_with_nothing_testable_raises(fake: FakeOpenAI, task: Task) -> None
             {
                 "objective": "o",
                 "hypotheses": [
-                    {"id": "x", "statement": "Only unknown slots.", "modules": {"loss": "focal"}},
+                    {"id": "x", "statement": "Only unknown slots.", "modules": {"vocoder": "focal"}},
                 ],
             }
         )
@@ -195,6 +195,33 @@ def test_repair_sends_the_failure_and_returns_fixed_code(fake: FakeOpenAI, task:
     assert task.slots["augment"].contract in prompt
 
 
+TESTS = "from gen.augment import augment\n\n\ndef test_keeps_shape():\n    assert augment\n"
+
+
+def test_a_module_may_come_with_its_own_tests_and_a_repair_may_fix_only_them(fake: FakeOpenAI, task: Task) -> None:
+    fake.script(reply({"code": AUGMENT_CODE, "tests": f"```python\n{TESTS}```"}))
+    module = make_agent(fake).write_module(task, "augment", SHIFT)
+    assert module.tests == TESTS and module.digest == ModuleCode(slot="augment", code=AUGMENT_CODE).digest
+    assert module.guard_digest != module.digest  # the guard's key covers the tests too
+    assert "gen.augment import augment" in user_prompt(fake.requests[0])  # how to write them
+    failing = FAILURE.model_copy(update={"stage": "tests", "exception_type": "GeneratedTestsFailedError"})
+    fixed_tests = TESTS.replace("assert augment", "assert callable(augment)")
+    fake.script(reply({"code": AUGMENT_CODE, "tests": fixed_tests}))
+    repaired = make_agent(fake).repair(task, "augment", SHIFT, module, failing, LAST_GOOD)
+    assert repaired.origin == "repair" and repaired.code == AUGMENT_CODE and repaired.tests == fixed_tests
+    prompt = user_prompt(fake.requests[1])
+    assert "stage: tests" in prompt and TESTS.strip() in prompt  # the failing tests are shown
+    # a crash in training keeps the tests when the reply leaves them empty
+    fake.script(reply({"code": AUGMENT_CODE + "\n# fixed\n", "tests": ""}))
+    train_crash = FAILURE.model_copy(update={"stage": "train"})
+    again = make_agent(fake).repair(task, "augment", SHIFT, repaired, train_crash, LAST_GOOD)
+    assert again.tests == fixed_tests and again.code.endswith("# fixed\n")
+    assert 'stage "train" means it passed the guard' in user_prompt(fake.requests[2])
+    # the same code and the same tests again is no repair
+    fake.script(reply({"code": AUGMENT_CODE + "\n# fixed\n", "tests": ""}))
+    assert make_agent(fake).repair(task, "augment", SHIFT, again, train_crash, LAST_GOOD).origin == "rollback"
+
+
 def test_repair_trims_a_long_stderr_tail(fake: FakeOpenAI, task: Task) -> None:
     failure = FAILURE.model_copy(update={"stderr_tail": "HEAD" + "x" * 20_000 + "TAIL"})
     fake.script(reply({"code": AUGMENT_CODE}))
@@ -259,7 +286,7 @@ def test_refine_renames_a_repeated_id_and_sanitizes(fake: FakeOpenAI, task: Task
                 "hypothesis": {
                     "id": "Shift",
                     "statement": "Shifts with a head.",
-                    "modules": {"augment": "shifts", "head": "mlp", "loss": "focal"},
+                    "modules": {"augment": "shifts", "head": "mlp", "vocoder": "focal"},
                     "hyper": {"lr": 0.006},
                 },
             }

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.controller.fake_openai import FakeOpenAI, Reply
+from tests.controller.fake_openai import FakeOpenAI, for_the_paper, json_reply
 
 pytestmark = pytest.mark.docker
 
@@ -27,15 +27,6 @@ def make_head(in_features, num_classes):
     return nn.Sequential(nn.Linear(in_features + 1, 64), nn.ReLU(), nn.Linear(64, num_classes))
 """
 FIXED_HEAD = BUGGY_HEAD.replace("in_features + 1", "in_features")
-
-
-def _reply(payload: dict[str, Any]) -> Reply:
-    return Reply(json.dumps(payload), prompt_tokens=1000, completion_tokens=200)
-
-
-def _for_the_paper(request: dict[str, Any]) -> bool:
-    text = "\n".join(m["content"] for m in request["messages"])
-    return "research paper about an automated ML study" in text or "You are a reviewer for NeurIPS" in text
 
 
 def test_llm_agent_repairs_a_shape_bug_from_the_real_traceback(tmp_path: Path, docker_client: Any) -> None:
@@ -53,11 +44,11 @@ def test_llm_agent_repairs_a_shape_bug_from_the_real_traceback(tmp_path: Path, d
     }
     with FakeOpenAI() as fake:
         fake.script(
-            _reply(plan),
-            _reply({"code": BUGGY_HEAD}),
-            _reply({"code": FIXED_HEAD}),
-            _reply({"summary": "The MLP head was compared with the baseline.", "next_idea": ""}),
-            _reply({"decision": "stop", "reason": "one idea was enough"}),
+            json_reply(plan),
+            json_reply({"code": BUGGY_HEAD}),
+            json_reply({"code": FIXED_HEAD}),
+            json_reply({"summary": "The MLP head was compared with the baseline.", "next_idea": ""}),
+            json_reply({"decision": "stop", "reason": "one idea was enough"}),
         )
         env = {**os.environ, "OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "test-key"}
         proc = subprocess.run(
@@ -91,8 +82,8 @@ def test_llm_agent_repairs_a_shape_bug_from_the_real_traceback(tmp_path: Path, d
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The paper's prose and review also ask the model at the end; this test scripts no reply
     # for them, so they fall back (template prose, review without the LLM part) and say so.
-    requests = [r for r in everything if not _for_the_paper(r)]
-    assert len(requests) == 5 and all(_for_the_paper(r) for r in unanswered)
+    requests = [r for r in everything if not for_the_paper(r)]
+    assert len(requests) == 5 and all(for_the_paper(r) for r in unanswered)
     assert (tmp_path / "llm" / "paper" / "paper.md").is_file()
     repair_prompt = "\n".join(m["content"] for m in requests[2]["messages"])
     assert "mat1 and mat2 shapes cannot be multiplied" in repair_prompt

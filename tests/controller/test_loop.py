@@ -18,6 +18,7 @@ from controller.registry import RunConfig
 from controller.store import RunStore
 from controller.tasks import Prior, Task
 from controller.wiring import stage_policies
+from sandbox.base import Job
 from sandbox.events import ExceptionEvent, Frame, MetricEvent, StageEvent
 from sandbox.results import Status
 from tests.controller.fakes import TASK, Canned, FakeSandbox, SimulatedKill, attempt_calls, make_loop
@@ -365,3 +366,64 @@ def test_a_relative_runs_dir_still_gives_absolute_mount_sources(
     monkeypatch.chdir(tmp_path)
     store, _ = RunStore.create(Path("runs"), RunConfig(budget_s=60), "rel")
     assert store.root.is_absolute() and store.root == tmp_path / "runs" / "rel"
+
+
+class _HeadCrashesTraining(FakeSandbox):
+    """Training crashes in the generated head (a frame of gen/head.py) until it is repaired."""
+
+    def honest(self, kind: str, job: Job) -> Canned:
+        head = job.files.get("gen/head.py", b"")
+        if kind == "train" and head != TASK.baseline_code("head").encode() and b"# repair" not in head:
+            exc = ExceptionEvent(
+                stage="run",
+                type="RuntimeError",
+                message="mat1 and mat2 shapes cannot be multiplied (64x10 and 128x10)",
+                frames=[
+                    Frame(file="/workspace/train.py", line=120, function="run", source="mean_loss = train_epoch("),
+                    Frame(file="gen/head.py", line=9, function="forward", source="return self.out(x)", generated=True),
+                ],
+            )
+            return Canned(status=Status.error, exit_code=1, events=[StageEvent(stage="run", state="failed"), exc])
+        return super().honest(kind, job)
+
+
+def test_a_module_that_crashes_training_is_repaired_from_the_traceback_guarded_again_and_trained(
+    tmp_path: Path,
+) -> None:
+    from controller.agents.offline import LIBRARY
+    from controller.plan import Plan, StoppingRules
+
+    agent = ScriptedRepairAgent()
+    loop = make_loop(tmp_path, _HeadCrashesTraining(), agent=agent, seeds=2)
+    plan = Plan(task="digits", objective="o", topic="t", hypotheses=[LIBRARY[0]], stopping=StoppingRules(max_iterations=1))
+    loop.store.write("plan.json", plan)
+    state = loop.run()
+    assert state.status == "finished"
+    [failure] = agent.failures
+    assert failure.stage == "train" and failure.exception_type == "RuntimeError"
+    assert "> gen/head.py:9 in forward" in failure.traceback and "  /workspace/train.py:120" in failure.traceback
+    assert state.totals.repairs == 1 and state.totals.rollbacks == 0
+    records = loop.store.attempts()
+    crashed = [r for r in records if r.kind == "train" and r.status == "error"]
+    guards = [r for r in records if r.kind == "guard" and r.slot == "head"]
+    assert crashed and len(guards) == 2 and guards[1].number > crashed[0].number  # guarded again after the crash
+    novelty = loop.arms["novelty:shift-mlp"]
+    assert novelty.modules["head"].code.endswith("# repair 1\n")
+    trained = [r for r in records if r.kind == "train" and r.arm_key == novelty.key and r.status == "ok"]
+    assert len(trained) == 2
+    outcome = json.loads((loop.store.root / "journal.json").read_text())[0]
+    assert any(note.startswith("head crashed training") for note in outcome["notes"])
+    assert outcome["arm_means"].keys() >= {"baseline", "novelty:shift-mlp", "ablation:shift-mlp-no-augment"}
+
+
+def test_a_crash_in_task_code_is_not_blamed_on_a_module(tmp_path: Path) -> None:
+    sandbox = FakeSandbox()
+    trusted = ExceptionEvent(
+        stage="run", type="OSError", message="disk full",
+        frames=[Frame(file="/workspace/train.py", line=140, function="run", source="torch.save(...)")],
+    )  # fmt: skip
+    sandbox.script("train", Canned(status=Status.error, exit_code=1, events=[trusted]), then_honest=True)
+    agent = ScriptedRepairAgent()
+    loop = make_loop(tmp_path, sandbox, agent=agent, seeds=2)
+    assert loop.run().status == "finished"
+    assert agent.failures == [] and loop.ctx.state.totals.repairs == 0

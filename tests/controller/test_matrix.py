@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controller.agents.offline import LIBRARY, OfflineAgent
-from controller.matrix import baseline_arm, expand, grid_points, novelty_arm, shrink_to_budget
+from controller.matrix import baseline_arm, expand, grid_points, novelty_arm, shrink_to_budget, task_defaults
 from controller.plan import Matrix, ModuleCode
 from controller.tasks import load_task
 
@@ -70,3 +70,35 @@ def test_shrinking_drops_ablations_last_first_and_never_the_core_arms() -> None:
     assert kept == arms and dropped == []
     done = {arm.key: 0 for arm in arms}  # everything already ran: nothing to shrink
     assert shrink_to_budget(arms, done, per_job_s=10, available_s=0, parallel=1)[0] == arms
+
+
+def test_every_library_module_renders_to_python_for_a_slot_the_task_declares() -> None:
+    """The offline agent's ideas fill every new slot kind, and each template compiles."""
+    agent = OfflineAgent()
+    used: set[str] = set()
+    for hypothesis in LIBRARY:
+        for slot in hypothesis.modules:
+            assert slot in TASK.slots, (hypothesis.id, slot)
+            module = agent.write_module(TASK, slot, hypothesis)
+            compile(module.code, f"{hypothesis.id}/{slot}.py", "exec")
+            assert f"def {TASK.slots[slot].entry}(" in module.code
+            used.add(slot)
+    assert used == set(TASK.slots)  # every slot the task declares has at least one idea
+    for slot in TASK.slots:
+        compile(TASK.baseline_code(slot), f"baseline/{slot}.py", "exec")
+
+
+def test_a_hypothesis_over_model_loss_and_optimizer_gets_one_ablation_per_slot() -> None:
+    hypothesis = next(h for h in LIBRARY if h.id == "residual-smooth-sgd")
+    modules = {slot: OfflineAgent().write_module(TASK, slot, hypothesis) for slot in hypothesis.modules}
+    novelty = novelty_arm(TASK, hypothesis, modules, {**task_defaults(TASK), **hypothesis.hyper})
+    arms = {arm.name: arm for arm in expand(TASK, hypothesis, novelty, Matrix())}
+    base = arms["baseline"]
+    assert set(arms) == {"baseline", "novelty:residual-smooth-sgd"} | {
+        f"ablation:residual-smooth-sgd-no-{slot}" for slot in ("loss", "model", "optimizer")
+    }
+    for slot in ("loss", "model", "optimizer"):
+        ablation = arms[f"ablation:residual-smooth-sgd-no-{slot}"]
+        assert ablation.modules[slot] == base.modules[slot]  # this slot reverted to its baseline
+        others = set(hypothesis.modules) - {slot}
+        assert all(ablation.modules[o] == novelty.modules[o] for o in others)

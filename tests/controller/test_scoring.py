@@ -28,3 +28,6 @@ def test_the_claim_is_each_series_final_value_and_a_forged_series_still_counts()
     forged = [MetricEvent(name="val_accuracy", value=1.0, step=0), *honest]
     assert telemetry_claim(forged, "accuracy") == 1.0
     assert telemetry_claim([MetricEvent(name="train_loss", value=0.1)], "accuracy") is None
+    # a generated training epoch's own series (renamed gen/... by the task) is bookkeeping, not a claim
+    own = [MetricEvent(name="gen/train_batch_accuracy", value=1.0, step=0), *honest]
+    assert telemetry_claim(own, "accuracy") == 0.97

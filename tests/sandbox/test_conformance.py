@@ -6,6 +6,7 @@ asserted here is what both backends promise.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +76,60 @@ def test_guard_reports_the_failing_stage_and_generated_frames(sandbox: Sandbox, 
     generated = [f for f in exc.frames if f.generated]
     assert [f.function for f in generated] == ["make_head", "helper"]
     assert generated[-1].line == 5 and "n['x']" in generated[-1].source
+
+
+def _guard_with_tests(sandbox: Sandbox, root: Path, module: str, tests: str, observe: str) -> tuple[Any, Path]:
+    """A guard of gen/aug.py with the agent's tests; the smoke check observes `observe`."""
+    (root / "gen").mkdir(parents=True)
+    (root / "gen" / "aug.py").write_text(module)
+    (root / "gen" / "test_aug.py").write_text(tests)
+    (root / "smoke.py").write_text(f"def check(entry):\n    entry(1)\n    return {observe}\n")
+    cmd = [PY, "-m", "sandbox.harness", "guard", "--module", "gen/aug.py", "--entry", "augment",
+           "--smoke", "smoke:check", "--expect", '{"shape": [4, 1]}', "--tests", "gen/test_aug.py"]  # fmt: skip
+    out = root / "outputs"
+    return sandbox.run(Job(command=cmd, workspace=root, outputs_dir=out), small(timeout="60s")), out
+
+
+def _stages(result: Any) -> list[tuple[str, str]]:
+    return [(e.stage, e.state) for e in result.events if isinstance(e, StageEvent)]
+
+
+FORGE = """import json, os, pathlib, pytest
+
+pathlib.Path("out").mkdir(exist_ok=True)
+pathlib.Path("out/smoke.json").write_text(json.dumps({"shape": [4, 1]}))  # a forged observation
+pathlib.Path("FORGED").write_text("the generated tests ran")
+pytest.skip("skipping everything, the smoke check included", allow_module_level=True)
+"""
+
+
+def test_a_failing_generated_test_fails_the_guard_at_its_own_stage(sandbox: Sandbox, tmp_path: Path) -> None:
+    tests = "from gen.aug import augment\n\n\ndef test_doubles():\n    assert augment(2) == 4, 'augment must double'\n"
+    result, _ = _guard_with_tests(sandbox, tmp_path, "def augment(x):\n    return x\n", tests, '{"shape": [4, 1]}')
+    assert result.status is Status.error
+    assert ("smoke", "passed") in _stages(result) and ("tests", "failed") in _stages(result)
+    exc = next(e for e in result.events if isinstance(e, ExceptionEvent))
+    assert exc.stage == "tests" and exc.type == "GeneratedTestsFailedError"
+    assert "test_doubles" in exc.message and "augment must double" in exc.message
+    passing = tests.replace("== 4", "== 2")
+    ok, _ = _guard_with_tests(sandbox, tmp_path / "fixed", "def augment(x):\n    return x\n", passing, '{"shape": [4, 1]}')
+    assert ok.status is Status.ok and ("tests", "passed") in _stages(ok)
+
+
+def test_generated_tests_cannot_skip_or_stand_in_for_the_smoke_check(sandbox: Sandbox, tmp_path: Path) -> None:
+    # the smoke check ran and observed the wrong shape: the guard fails there, and the
+    # tests that would forge the observation and skip everything never start
+    result, out = _guard_with_tests(sandbox, tmp_path, "def augment(x):\n    return x\n", FORGE, '{"shape": [4, 2]}')
+    assert result.status is Status.error
+    assert ("smoke", "failed") in _stages(result) and not any(stage == "tests" for stage, _ in _stages(result))
+    exc = next(e for e in result.events if isinstance(e, ExceptionEvent))
+    assert exc.type == "SmokeMismatchError" and "[4, 2]" in exc.message
+    assert not (out / "FORGED").exists()
+    assert json.loads((out / "out" / "smoke.json").read_text()) == {"shape": [4, 2]}  # the genuine observation
+    # a module that crashes the smoke check: the same, whatever its tests would do
+    crash, _ = _guard_with_tests(sandbox, tmp_path / "crash", "def augment(x):\n    raise RuntimeError('boom')\n", FORGE, '{"shape": [4, 1]}')
+    assert crash.status is Status.error and ("smoke", "failed") in _stages(crash)
+    assert not any(stage == "tests" for stage, _ in _stages(crash))
 
 
 def test_syntax_error_fails_the_compile_stage(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""The fixed part of the model: a trunk (small CNN or resnet18); the head comes from a generated module."""
+"""The trusted frame around the generated model: normalisation (and optional resizing).
+
+What sits inside comes from the `model` slot: `build_model(input_shape, num_classes, hyper)`,
+whose baseline is the small CNN trunk (or resnet18) with the `head` slot's head.
+"""
 
 from __future__ import annotations
 
@@ -11,73 +15,53 @@ from torch.nn import functional as F
 
 
 class Net(nn.Module):
-    """Normalise (and optionally resize), run the trunk, then the generated head."""
+    """Normalise (and optionally resize) the input, then run the generated model."""
 
     def __init__(
         self,
         in_shape: Sequence[int],
-        width: int,
-        num_classes: int,
-        make_head: Callable[[int, int], nn.Module],
+        model: nn.Module,
         *,
-        arch: str = "cnn",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         input_size: int | None = None,
-        pretrained: str | None = None,
     ) -> None:
         super().__init__()
-        channels, height, width_px = in_shape
+        channels = in_shape[0]
         self.input_size = input_size
-        if input_size:
-            height = width_px = input_size
         self.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std or [1.0] * channels).view(1, -1, 1, 1))
-        if arch == "cnn":
-            self.trunk: nn.Module = nn.Sequential(
-                nn.Conv2d(channels, width, 3, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(width, 2 * width, 3, padding=1),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-                nn.Flatten(),
-            )
-            features = 2 * width * (height // 2) * (width_px // 2)
-        elif arch == "resnet18":
-            import torchvision
-
-            resnet = torchvision.models.resnet18(weights=None)
-            if pretrained:  # a local file only: nothing is ever downloaded in the sandbox
-                resnet.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True), strict=False)
-            if channels != 3:
-                resnet.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            features = resnet.fc.in_features
-            resnet.fc = nn.Identity()
-            self.trunk = resnet
-        else:
-            msg = f"unknown arch {arch!r}; use cnn or resnet18"
-            raise ValueError(msg)
-        self.head = make_head(features, num_classes)
+        self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_size and x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        return self.head(self.trunk((x - self.mean) / self.std))
+        return self.model((x - self.mean) / self.std)
 
 
-def build(config: dict[str, Any], make_head: Callable[[int, int], nn.Module]) -> Net:
-    """The configured model."""
-    return Net(
-        config["input_shape"],
-        int(config["width"]),
-        int(config["num_classes"]),
-        make_head,
-        arch=str(config.get("arch", "cnn")),
-        mean=config.get("mean"),
-        std=config.get("std"),
-        input_size=int(config["input_size"]) if config.get("input_size") else None,
-        pretrained=config.get("pretrained"),
-    )
+def hyper_for(config: dict[str, Any], make_head: Callable[[int, int], nn.Module]) -> dict[str, Any]:
+    """What `build_model` is given: the run's scalar hyperparameters and the head slot's head."""
+    hyper = {k: v for k, v in config.items() if isinstance(v, int | float | str | bool)}
+    hyper["make_head"] = make_head
+    if config.get("pretrained"):
+        hyper["pretrained"] = config["pretrained"]
+    return hyper
+
+
+def build(
+    config: dict[str, Any],
+    build_model: Callable[..., nn.Module],
+    make_head: Callable[[int, int], nn.Module],
+) -> Net:
+    """The configured model: the trusted frame around the generated one."""
+    channels, height, width_px = (int(d) for d in config["input_shape"])
+    input_size = int(config["input_size"]) if config.get("input_size") else None
+    shape = (channels, input_size or height, input_size or width_px)
+    inner = build_model(shape, int(config["num_classes"]), hyper_for(config, make_head))
+    if not isinstance(inner, nn.Module):
+        msg = f"build_model must return an nn.Module, got {type(inner).__name__}"
+        raise TypeError(msg)
+    return Net(config["input_shape"], inner, mean=config.get("mean"), std=config.get("std"), input_size=input_size)
 
 
 def to_float(x: Any) -> torch.Tensor:

@@ -1,8 +1,12 @@
-"""Trains the CNN with the generated augmentation and head; saves the weights.
+"""Trains the generated model with the generated loss, optimiser, schedule, sampler and
+training epoch; saves the weights.
 
-It sees the train split only (read-only, at config["data_dir"]). Progress curves come from
-a holdout carved out of train here, in trusted code, with a fixed split: validation and test
-labels never reach this container. Metrics reported here are telemetry; the score that
+This file owns what the generated code must not: the data, the seed, the epochs, the holdout,
+the metrics that leave the container and the final save. It sees the train split only
+(read-only, at config["data_dir"]). Progress curves come from a holdout carved out of train
+here, in trusted code, with a fixed split: validation and test labels never reach this
+container. The generated epoch reports through a reporter whose metrics are renamed `gen/...`,
+so it cannot speak for the holdout. Metrics reported here are telemetry; the score that
 counts is computed by the host from predictions made in a separate evaluation container.
 The final epoch's holdout accuracy is the claim the host compares with its own score, since
 the weights saved are the final epoch's.
@@ -14,15 +18,16 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from common import load_generated, mounted, pick_device, write_json
 from model import build, to_float
-from torch import nn
 
 HOLDOUT_SEED = 0
+SLOTS = ("augment", "head", "model", "loss", "optimizer", "schedule", "sampler", "train_epoch")
 
 
 def holdout_split(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[np.ndarray, ...]:
@@ -34,6 +39,28 @@ def holdout_split(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[np.nda
     # At least one row per class, so that a low-data train split still holds out every class.
     size = max(round(fraction * len(y)), len(np.unique(y)))
     return tuple(train_test_split(x, y, test_size=size, stratify=y, random_state=HOLDOUT_SEED))
+
+
+def sampled_order(order: Any, labels: torch.Tensor, epoch: int, generator: torch.Generator) -> torch.Tensor:
+    """The sampler slot's order for this epoch, checked: a 1-D tensor of row indices in range."""
+    rows = order(labels, epoch, generator)
+    if not isinstance(rows, torch.Tensor) or rows.dim() != 1 or rows.dtype != torch.int64 or len(rows) == 0:
+        msg = f"the sampler must return a non-empty 1-D int64 tensor of row indices, got {rows!r:.80}"
+        raise TypeError(msg)
+    if int(rows.min()) < 0 or int(rows.max()) >= len(labels):
+        msg = f"the sampler returned a row index outside 0..{len(labels) - 1}"
+        raise IndexError(msg)
+    return rows
+
+
+class GeneratedReporter:
+    """What the generated training epoch may report: its own metrics, under gen/."""
+
+    def __init__(self, reporter: Any) -> None:
+        self._reporter = reporter
+
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
+        self._reporter.metric(f"gen/{name}"[:64], float(value), step)
 
 
 def _choose(setting: Any, auto: bool) -> bool:
@@ -53,9 +80,9 @@ def run(config: dict[str, Any], reporter: Any) -> None:
     x_train, y_train = to_float(x_fit), torch.from_numpy(y_fit)
     x_hold, y_hold = to_float(x_hold).to(device), torch.from_numpy(y_hold).to(device)
 
-    augment = load_generated("gen/augment.py").augment
-    make_head = load_generated("gen/head.py").make_head
-    model = build(config, make_head).to(device)
+    gen = {slot: load_generated(f"gen/{slot}.py") for slot in SLOTS}
+    augment, train_epoch = gen["augment"].augment, gen["train_epoch"].train_epoch
+    model = build(config, gen["model"].build_model, gen["head"].make_head).to(device)
     # bf16 autocast and channels_last pay off for convolution-heavy trunks on GPUs with bf16
     # tensor cores; on the tiny CNN or a CPU they only add casts. "auto" applies that rule,
     # true/false override it.
@@ -65,52 +92,35 @@ def run(config: dict[str, Any], reporter: Any) -> None:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     use_bf16 = on_gpu and _choose(config.get("bf16", "auto"), heavy and torch.cuda.is_bf16_supported())
-    lr = float(config["lr"])
-    family = str(config.get("optimizer", "adam"))
-    if family == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr * 10, momentum=0.9)
-    elif family == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    hyper = {k: v for k, v in config.items() if isinstance(v, int | float | str | bool)}
+    optimizer = gen["optimizer"].make_optimizer(model.parameters(), hyper)
     batch_size = int(config["batch_size"])
     # At least `min_steps` optimiser steps: a small (low-data) train split gets more epochs, so
     # that every setting trains to a comparable point; the full split is unchanged.
     batches = max(1, math.ceil(len(x_train) / batch_size))
     epochs = max(int(config["epochs"]), math.ceil(int(config.get("min_steps", 0)) / batches))
-    schedule = str(config.get("scheduler", "none"))
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-        if schedule == "cosine"
-        else torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.3)
-        if schedule == "step"
-        else None
-    )
-    loss_fn = nn.CrossEntropyLoss()
+    scheduler = gen["schedule"].make_scheduler(optimizer, epochs, hyper)
     generator = torch.Generator().manual_seed(seed)
 
-    samples = 0
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        total_loss = 0.0
+    def batches_of(order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for i in range(0, len(order), batch_size):
             idx = order[i : i + batch_size]
-            xb = augment(x_train[idx].clone()).to(device)
-            yb = y_train[idx].to(device)
+            xb = x_train[idx].to(device)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = loss_fn(model(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += float(loss) * len(idx)
-            samples += len(idx)
-        if scheduler is not None:
-            scheduler.step()
-        reporter.metric("train_loss", total_loss / len(x_train), epoch)
+            yb = y_train[idx].to(device)
+            counted[0] += len(idx)
+            yield xb, yb
+
+    counted, own = [0], GeneratedReporter(reporter)
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        order = sampled_order(gen["sampler"].order, y_train, epoch, generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            mean_loss = train_epoch(
+                model, batches_of(order), optimizer, scheduler, gen["loss"].loss_fn, augment, own
+            )
+        reporter.metric("train_loss", float(mean_loss), epoch)
         if len(x_hold):
             model.eval()
             with torch.no_grad():
@@ -119,6 +129,7 @@ def run(config: dict[str, Any], reporter: Any) -> None:
                     for i in range(0, len(x_hold), 1024)
                 )
             reporter.metric("holdout_accuracy", correct / len(x_hold), epoch)
+    samples = counted[0]
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start

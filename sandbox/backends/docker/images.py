@@ -54,7 +54,9 @@ HASH_LABEL = "sandlab.inputs-hash"
 BASE_LABEL = "sandlab.base-image"
 TORCH_VERSION = "2.14.1"
 TORCHVISION_VERSION = "0.29.1"
-RUNNER_PACKAGES = (f"torch=={TORCH_VERSION}", f"torchvision=={TORCHVISION_VERSION}", "numpy", "scikit-learn")
+RUNNER_PACKAGES = (
+    f"torch=={TORCH_VERSION}", f"torchvision=={TORCHVISION_VERSION}", "numpy", "scikit-learn", "pytest",
+)  # fmt: skip
 DEBIAN_MIRROR_ENV = "SANDLAB_DEBIAN_MIRROR"
 DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
