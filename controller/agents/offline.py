@@ -81,6 +81,13 @@ LIBRARY: tuple[Hypothesis, ...] = (
 )
 
 
+FOLLOW_UPS: tuple[tuple[str, dict[str, str], dict[str, float | int | str], str], ...] = (
+    ("smooth", {"loss": "template:smooth eps=0.1"}, {}, "label smoothing (0.1) in the loss adds to it"),
+    ("w64", {}, {"width": 64}, "a 64-channel trunk adds to it"),
+)
+"""What the agent adds to its latest supported hypothesis, in order, when that part is untouched."""
+
+
 class OfflineAgent(Agent):
     """Deterministic templates; no network, no cost."""
 
@@ -136,13 +143,15 @@ class OfflineAgent(Agent):
         if supported:
             # Build on the latest success: keep its components, add the next untried tweak.
             base = supported[-1].hypothesis
-            combined_id = f"{base.id[:44]}-w64"
-            if combined_id not in tried and "width" not in base.hyper:
+            for suffix, modules, hyper, clause in FOLLOW_UPS:
+                combined_id = f"{base.id[:44]}-{suffix}"
+                if combined_id in tried or set(modules) & set(base.modules) or set(hyper) & set(base.hyper):
+                    continue
                 return Hypothesis(
                     id=combined_id,
-                    statement=f"{base.statement.rstrip('.')}; a 64-channel trunk adds to it.",
-                    modules=dict(base.modules),
-                    hyper={**base.hyper, "width": 64},
+                    statement=f"{base.statement.rstrip('.')}; {clause}.",
+                    modules={**base.modules, **modules},
+                    hyper={**base.hyper, **hyper},
                     success_threshold=base.success_threshold,
                 )
         # A plan from the research front-end is followed as written (its dropped ideas stay

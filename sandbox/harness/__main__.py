@@ -120,8 +120,8 @@ class GeneratedTestsFailedError(AssertionError):
     """The agent's own tests of its module failed (pytest's summary is the message)."""
 
 
-TESTS_OUTPUT_LINES = 40
-TESTS_OUTPUT_CHARS = 6000
+PYTEST_SUMMARY_LINES = 40
+PYTEST_SUMMARY_CHARS = 6000
 
 
 def _generated_tests(workspace: Path, tests: str) -> None:
@@ -132,7 +132,7 @@ def _generated_tests(workspace: Path, tests: str) -> None:
     proc = subprocess.run(command, cwd=workspace, capture_output=True, text=True, check=False)
     if proc.returncode not in (0, 5):
         lines = (proc.stdout + proc.stderr).strip().splitlines()
-        summary = "\n".join(lines[-TESTS_OUTPUT_LINES:])[-TESTS_OUTPUT_CHARS:]
+        summary = "\n".join(lines[-PYTEST_SUMMARY_LINES:])[-PYTEST_SUMMARY_CHARS:]
         msg = f"the module's own tests ({tests}) failed, pytest exit {proc.returncode}:\n{summary}"
         raise GeneratedTestsFailedError(msg)
 

@@ -117,8 +117,13 @@ def test_start_finishes_within_budget_with_a_complete_registry(tmp_path: Path, d
         env={**os.environ, "COLUMNS": "200"},
     )
     assert "train" in view.stdout and "guard" in view.stdout
+    first_train = min(
+        json.loads(p.read_text())["number"]
+        for p in (root / "attempts").glob("*/attempt.json")
+        if json.loads(p.read_text())["kind"] == "train"
+    )
     logs = subprocess.run(
-        [*CONTROLLER, "logs", "e2e", "--attempt", "4", "--runs-dir", str(tmp_path)],
+        [*CONTROLLER, "logs", "e2e", "--attempt", str(first_train), "--runs-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         check=True,

@@ -300,7 +300,8 @@ def test_adversarial_modules_cannot_forge_or_leak_the_score(tmp_path: Path, dock
     assert sorted(hunted) == ["/data/public/train.npz"]
     names = {e.name for e in store.attempt_events(hunt_train.number) if getattr(e, "kind", "") == "metric"}
     assert {"gen/holdout_accuracy", "gen/val_accuracy"} <= names
-    assert hunt_train.telemetry_score is not None and hunt_train.telemetry_score < 1.0
+    trusted = [e.value for e in store.attempt_events(hunt_train.number) if getattr(e, "name", "") == "holdout_accuracy"]
+    assert trusted and hunt_train.telemetry_score == trusted[-1]  # the trusted holdout's last epoch, not gen/
     hunt_eval = by_arm["novelty:hunt"]["eval"]
     assert hunt_eval.status == "ok" and not hunt_eval.suspect and hunt_eval.host_score is not None
 

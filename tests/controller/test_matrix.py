@@ -102,3 +102,19 @@ def test_a_hypothesis_over_model_loss_and_optimizer_gets_one_ablation_per_slot()
         assert ablation.modules[slot] == base.modules[slot]  # this slot reverted to its baseline
         others = set(hypothesis.modules) - {slot}
         assert all(ablation.modules[o] == novelty.modules[o] for o in others)
+
+
+def test_the_offline_follow_up_adds_label_smoothing_then_width_to_the_latest_success() -> None:
+    from controller.agents.base import IterationOutcome
+
+    agent = OfflineAgent()
+    plan = agent.plan(TASK, [0, 1])
+    base = next(h for h in LIBRARY if h.id == "noise-bnmlp")
+    history = [IterationOutcome(iteration=1, hypothesis=base, supported=True)]
+    smooth = agent.refine(TASK, plan, history)
+    assert smooth is not None and smooth.id == "noise-bnmlp-smooth"
+    assert smooth.modules == {**base.modules, "loss": "template:smooth eps=0.1"} and smooth.hyper == base.hyper
+    history.append(IterationOutcome(iteration=2, hypothesis=smooth, supported=False))
+    wide = agent.refine(TASK, plan, history)
+    assert wide is not None and wide.id == "noise-bnmlp-w64" and wide.hyper == {"width": 64}
+    assert "loss" not in wide.modules  # built on the latest success, not on the refuted follow-up
