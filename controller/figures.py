@@ -131,21 +131,27 @@ def _arm_order(results: Results, names: set[str]) -> list[str]:
 def telemetry_by_arm(results: Results) -> dict[str, dict[str, dict[int, dict[int, float]]]]:
     """arm -> metric -> seed -> step -> value, from the run's training attempts' events.
 
-    Only arms of the run's matrix (sweep points are not arms) and the run's seeds; a series
+    Only arms of the run's matrix (sweep points are not arms) and the run's seeds. An arm whose
+    configuration an earlier arm already trained (an ablation that reverts a follow-up to its
+    base) shares that arm's curves, as it shares its scores. A series
     that repeats a step keeps its last value, as the weights saved are the last ones.
     """
     seeds = set(results.state.config.seeds)
+    names: dict[str, list[str]] = defaultdict(list)  # two arm names can be one configuration, trained once
+    for name, arm in results.arms.items():
+        names[arm.key].append(name)
     curves: dict[str, dict[str, dict[int, dict[int, float]]]] = defaultdict(lambda: defaultdict(dict))
     for record in results.store.attempts():
-        if record.kind != "train" or record.arm not in results.arms or record.seed not in seeds:
+        if record.kind != "train" or record.arm_key not in names or record.seed not in seeds:
             continue
         series: dict[str, dict[int, float]] = defaultdict(dict)
         for event in results.store.attempt_events(record.number):
             if isinstance(event, MetricEvent) and event.name in CURVE_METRICS:
                 points = series[event.name]
                 points[event.step if event.step is not None else len(points)] = event.value
-        for metric, points in series.items():
-            curves[record.arm][metric][record.seed] = points
+        for name in names[record.arm_key or ""]:
+            for metric, points in series.items():
+                curves[name][metric][record.seed] = points
     return curves
 
 

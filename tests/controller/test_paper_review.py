@@ -236,7 +236,7 @@ def test_the_models_invented_digits_never_reach_the_paper(tmp_path: Path) -> Non
     assert "The `novelty:wide-lr` arm reached 0.8600 on validation." in abstract
     assert "97.3" not in md and "97.3" not in tex and "Seven ideas" not in md and "median" not in md
     assert "novelty:cutout` arm improves" not in md
-    assert "We ran 5 hypotheses." in md and "Holm-corrected p of 0.011" in md
+    assert f"We ran {len(results.history)} hypotheses." in md and "Holm-corrected p of 0.011" in md
     reasons = {r.reason.split(" ")[0] + " " + r.reason.split(" ")[1] for r in outcome.prose_rejected}
     assert reasons == {"invented number", "claim about", "unknown placeholder"}
     assert len(json.loads(outcome.numbers.read_text())["prose"]["rejected"]) == 4
