@@ -65,9 +65,7 @@ class Coder:
         slot = module.slot
         failure = self.guard_failure(record).model_copy(update={"stage": "train"})
         self.attempts.progress(f"  training crashed in {slot} ({failure.exception_type}); repairing")
-        repaired = self.agent.repair(self.task, slot, hypothesis, module, failure, self.last_good[slot])
-        self.charge_agent()
-        self.attempts.state.totals.repairs += 1
+        repaired = self._repair(slot, hypothesis, module, failure)
         if repaired.origin == "rollback":
             return self._rollback(slot)
         return self.settle(slot, hypothesis, repaired, self.attempts.ledger.limits.repairs_per_module - 1)
@@ -83,12 +81,17 @@ class Coder:
                 break
             failure = self.guard_failure(record)
             self.attempts.progress(f"  guard failed for {slot} at {failure.stage}: {failure.exception_type}; repairing")
-            module = self.agent.repair(self.task, slot, hypothesis, module, failure, self.last_good[slot])
-            self.charge_agent()
-            self.attempts.state.totals.repairs += 1
+            module = self._repair(slot, hypothesis, module, failure)
             if module.origin == "rollback":
                 break
         return self._rollback(slot)
+
+    def _repair(self, slot: str, hypothesis: Hypothesis, module: ModuleCode, failure: GuardFailure) -> ModuleCode:
+        """One repair round: the agent's fix (or its rollback), charged and counted."""
+        repaired = self.agent.repair(self.task, slot, hypothesis, module, failure, self.last_good[slot])
+        self.charge_agent()
+        self.attempts.state.totals.repairs += 1
+        return repaired
 
     def _rollback(self, slot: str) -> ModuleCode:
         self.attempts.state.totals.rollbacks += 1
