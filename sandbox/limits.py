@@ -79,6 +79,22 @@ local_probe_timeout_s = 10
 local_python_probe_timeout_s = 30
 """Timeout for checking that the interpreter imports the harness as the job's uid."""
 
+fork_server_ready_timeout_s = 180
+"""How long the first job waits for the local fork server to import its preload list (torch
+from a cold disk cache can take a minute)."""
+
+fork_server_reply_timeout_s = 30
+"""How long a job waits for the fork server to say it forked it (it answers in milliseconds)."""
+
+fork_server_stop_timeout_s = 5
+"""How long closing the local backend waits for its fork server to exit before killing it."""
+
+cgroup_kill_rounds = 50
+"""Rounds of SIGKILL for what a local job left in its cgroup before the cgroup is removed."""
+
+cgroup_kill_pause_s = 0.02
+"""Pause between those rounds (a killed process leaves its cgroup as it exits)."""
+
 reader_join_timeout_s = 5
 """How long the local backend waits for its output readers once the job's group is gone."""
 

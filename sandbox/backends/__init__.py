@@ -3,6 +3,7 @@
     __init__.py         the configs (a discriminated union on `type`), build_sandbox, RUNNER_IMAGE
     capture.py          what both backends share: the `timeout -k` argv and the AttemptResult
     local.py            LocalSandbox: host subprocesses, weaker isolation that says so
+    local_fork.py       its preloaded fork server's host side (jobs forked, not spawned)
     local_isolation.py  its probes (network namespace, uid drop) and per-job cgroup
     local_mounts.py     its read-only copies of the policy's data mounts
     docker/             DockerSandbox and everything else that needs the Docker engine
@@ -50,12 +51,24 @@ class LocalBackendConfig(BaseModel):
     type: Literal["local"] = "local"
     allow_weaker: bool = False
     """Accept policies that this backend can only partly enforce (it says which)."""
+    fork_server: bool = False
+    """Fork each job from a server that has imported `preload` already (and never touched
+    CUDA), instead of starting a fresh interpreter: a torch-importing guard check starts in
+    a fraction of a second rather than seconds. Each job is still a fresh, single-use process."""
+    preload: tuple[str, ...] | None = None
+    """What the fork server imports up front; None for the backend's default (torch and
+    torchvision). Modules that are not installed are skipped, and logged once."""
 
     def build(self) -> Sandbox:
         """Return the backend (it warns loudly on creation)."""
         from sandbox.backends.local import LocalSandbox
+        from sandbox.backends.local_fork import DEFAULT_PRELOAD
 
-        return LocalSandbox(allow_weaker=self.allow_weaker)
+        return LocalSandbox(
+            allow_weaker=self.allow_weaker,
+            fork_server=self.fork_server,
+            preload=self.preload if self.preload is not None else DEFAULT_PRELOAD,
+        )
 
 
 BackendConfig = Annotated[DockerBackendConfig | LocalBackendConfig, Field(discriminator="type")]

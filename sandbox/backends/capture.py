@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sandbox.classify import gpu_oom_reason
 from sandbox.events import parse_events
 from sandbox.policy import Policy
 from sandbox.results import AttemptResult, CappedBuffer, Status, Usage
@@ -76,6 +77,8 @@ class Capture:
         """
         events, stats = parse_events(events_blob, max_total_bytes=int(self.policy.output_cap))
         stats.over_budget += events_unread  # lines past the budget, counted but never read in
+        if status is Status.error and (gpu_oom := gpu_oom_reason(events, self.err.text())) is not None:
+            status, reason = Status.oom, gpu_oom  # torch's OOM is an exception, not a kill
         return AttemptResult(
             status=status,
             reason=reason,

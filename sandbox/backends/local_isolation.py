@@ -3,37 +3,37 @@
 Probes for what this host permits (a fresh network namespace, dropping to another uid with
 the interpreter still usable) and a per-job memory/pids cgroup where one is writable. Each
 degrades to "not available", and `LocalSandbox.unenforced` names what that leaves open.
+What is done in the job's process with them is `sandbox.harness.confine`'s, on both paths
+(a spawned job and a fork-server child).
 """
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import structlog
 
-from sandbox.limits import local_probe_timeout_s, local_python_probe_timeout_s
+from sandbox.harness.confine import CLONE_NEWNET
+from sandbox.limits import (
+    cgroup_kill_pause_s,
+    cgroup_kill_rounds,
+    local_probe_timeout_s,
+    local_python_probe_timeout_s,
+)
 from sandbox.policy import Policy
 
 log = structlog.get_logger("sandlab.sandbox")
 
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup"))
 """cgroup v1's memory hierarchy, then the v2 unified one."""
-_CLONE_NEWNET = 0x40000000
-"""unshare(2) flag for a new network namespace (from <sched.h>)."""
-
-
-def unshare_network() -> None:
-    """Move the calling process into a fresh network namespace (only loopback, down)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(_CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
 
 
 def network_isolation_mode() -> str | None:
@@ -41,7 +41,7 @@ def network_isolation_mode() -> str | None:
     probes: list[tuple[str, list[str]]] = []
     if os.geteuid() == 0:
         probes.append(
-            ("direct", [sys.executable, "-c", f"import ctypes; assert ctypes.CDLL(None).unshare({_CLONE_NEWNET}) == 0"])
+            ("direct", [sys.executable, "-c", f"import ctypes; assert ctypes.CDLL(None).unshare({CLONE_NEWNET}) == 0"])
         )
     unshare = shutil.which("unshare")
     if unshare is not None:
@@ -106,10 +106,30 @@ class JobCgroup:
             except OSError:
                 continue
 
-    def add_self(self) -> None:
-        """Called in the child before exec: move it into the cgroup."""
-        if self.path is not None:
-            (self.path / "cgroup.procs").write_text(str(os.getpid()))
+    def kill_remaining(self) -> int:
+        """SIGKILL whatever the job left in its cgroup; return how many were signalled.
+
+        Killing the job's process group misses a daemon that called setsid(): it has a
+        group of its own, but not a cgroup of its own, so it goes here. Waits (briefly)
+        until the cgroup is empty, so that `remove` can delete it.
+        """
+        if self.path is None:
+            return 0
+        killed = 0
+        for _ in range(cgroup_kill_rounds):
+            try:
+                pids = [int(pid) for pid in (self.path / "cgroup.procs").read_text().split()]
+            except (OSError, ValueError):
+                return killed
+            if not pids:
+                return killed
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+            time.sleep(cgroup_kill_pause_s)
+        log.warning("local.cgroup_not_emptied", cgroup=str(self.path), signalled=killed)
+        return killed
 
     def read(self) -> tuple[int | None, int]:
         """Peak memory and OOM kills."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import atexit
 import contextlib
 import importlib
 import json
@@ -20,7 +21,9 @@ import runpy
 import signal
 import socket
 import sys
+import threading
 import traceback
+import types
 from typing import Any, NoReturn
 
 SOCKET_PATH = "/tmp/.sandlab-warm/warm.sock"
@@ -45,7 +48,12 @@ def run_python(argv: list[str]) -> None:
         sys.argv = ["-c", *args[2:]]
         sys.path.insert(0, "")
         code = compile(args[1], "<string>", "exec")
-        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})  # noqa: S102 - it is the job
+        # A module of its own as __main__, as python gives it (pickle and multiprocessing
+        # look classes and functions up there), not this server's.
+        main = types.ModuleType("__main__")
+        main.__dict__["__builtins__"] = __builtins__
+        sys.modules["__main__"] = main
+        exec(code, main.__dict__)  # noqa: S102 - it is the job
     elif args and args[0] == "-m":
         sys.argv = [args[1], *args[2:]]
         sys.path.insert(0, os.getcwd())
@@ -75,24 +83,69 @@ def child(request: dict[str, Any], fds: list[int]) -> NoReturn:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    become_job(request["argv"], in_process=is_plain_python(request["argv"]))
+
+
+def become_job(argv: list[str], *, in_process: bool) -> NoReturn:
+    """Run the job in this process and exit with its status; never returns.
+
+    In-process when `in_process` (a plain python job that can use what is preloaded);
+    otherwise exec its argv, failing as `timeout` would (126 not executable, 127 not found).
+    """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    argv: list[str] = request["argv"]
-    if not is_plain_python(argv):
-        os.execvp(argv[0], argv)  # noqa: S606 - the job's own command
+    if not in_process:
+        for ignored in (signal.SIGPIPE, signal.SIGXFSZ):  # python ignores them; an exec'd job must not
+            signal.signal(ignored, signal.SIG_DFL)
+        try:
+            os.execvp(argv[0], argv)  # noqa: S606 - the job's own command
+        except OSError as exc:
+            print(f"sandlab: failed to run command {argv[0]!r}: {exc.strerror}", file=sys.stderr)
+            os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
     code = 0
     try:
         run_python(argv)
+        _wait_for_threads()
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if exc.code is not None and not isinstance(exc.code, int):
-            print(exc.code, file=sys.stderr)
-    except BaseException:
-        traceback.print_exc()
+        code = exit_status(exc)
+    except BaseException as exc:
+        _print_job_traceback(exc)
         code = 1
+    # What the interpreter does on its way out, which os._exit skips: atexit handlers run
+    # (a job's own, and those of the modules it imported) and the streams are flushed.
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(code)
+
+
+def _print_job_traceback(exc: BaseException) -> None:
+    """The traceback python would print for the job, without the frames that ran it here."""
+    tb = exc.__traceback__
+    while tb is not None and _is_launcher_frame(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb)
+
+
+def _is_launcher_frame(filename: str) -> bool:
+    return filename in (__file__, runpy.__file__) or filename.startswith("<frozen runpy")
+
+
+def _wait_for_threads() -> None:
+    """Join the job's non-daemon threads, as the interpreter does before it exits."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+
+
+def exit_status(exc: SystemExit) -> int:
+    """The status python exits with for this SystemExit (printing a non-int code, as it does)."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    print(exc.code, file=sys.stderr)
+    return 1
 
 
 def serve(preload: list[str]) -> None:

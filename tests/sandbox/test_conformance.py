@@ -1,7 +1,8 @@
 """One suite, every backend: they must behave alike (inspect_ai's self_check idea).
 
-The local backend runs with allow_weaker (it cannot give a read-only root); everything
-asserted here is what both backends promise.
+The local backend runs with allow_weaker (it cannot give a read-only root), both spawning
+each job and forking it from its preloaded fork server; everything asserted here is what
+every backend promises.
 """
 
 from __future__ import annotations
@@ -23,11 +24,25 @@ from sandbox.results import Status
 PY = "python3"
 
 
-@pytest.fixture(params=["docker", "local"])
+FORK_PRELOAD = ("json", "sandbox.harness.emit")
+"""What the fork server preloads here: importable without torch, so CI runs these cases."""
+
+
+@pytest.fixture(scope="module")
+def forking_sandbox() -> Iterator[LocalSandbox]:
+    """The local backend with its fork server, shared by the module (the server is reused)."""
+    sandbox = LocalSandbox(allow_weaker=True, python=sys.executable, fork_server=True, preload=FORK_PRELOAD)
+    yield sandbox
+    sandbox.close()
+
+
+@pytest.fixture(params=["docker", "local", "local-fork"])
 def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
     if request.param == "docker":
         request.applymarker(pytest.mark.docker)
         yield request.getfixturevalue("docker_sandbox")
+    elif request.param == "local-fork":
+        yield request.getfixturevalue("forking_sandbox")
     else:
         yield LocalSandbox(allow_weaker=True, python=sys.executable)
 
@@ -292,3 +307,29 @@ def test_a_data_mount_whose_source_is_missing_is_an_infra_error(sandbox: Sandbox
     result = sandbox.run(Job(command=[PY, "-c", "print('ran')"]), policy)
     assert result.status is Status.infra_error and result.exit_code is None
     assert str(missing) in (result.reason or "") and "ran" not in result.stdout
+
+
+_FAKE_TORCH = {
+    # Only what a GPU OOM needs, so the case runs on CPU hosts; a preloaded real torch wins.
+    "torch/__init__.py": b"class OutOfMemoryError(RuntimeError):\n    pass\n",
+    "torch/cuda/__init__.py": b"from torch import OutOfMemoryError\n",
+}
+_CUDA_OOM = "CUDA out of memory. Tried to allocate 1024.00 GiB. GPU 0 has a total capacity of 79.19 GiB"
+
+
+@pytest.mark.parametrize("through_harness", [False, True])
+def test_a_gpu_out_of_memory_error_is_oom_with_its_reason(sandbox: Sandbox, through_harness: bool) -> None:
+    raise_oom = f"import torch.cuda\nraise torch.cuda.OutOfMemoryError({_CUDA_OOM!r})\n"
+    files = dict(_FAKE_TORCH)
+    if through_harness:
+        body = "".join(f"    {line}\n" for line in raise_oom.splitlines())
+        files["job.py"] = f"def train(config, reporter):\n{body}".encode()
+        command = [PY, "-m", "sandbox.harness", "run", "--job", "job:train"]
+    else:
+        command = [PY, "-c", raise_oom]
+    result = sandbox.run(Job(command=command, files=files), small())
+    assert result.status is Status.oom, (result.status, result.reason, result.stderr[-500:])
+    assert result.exit_code == 1 and (result.reason or "").startswith("out of GPU memory: CUDA out of memory")
+    if through_harness:
+        exc = next(e for e in result.events if isinstance(e, ExceptionEvent))
+        assert exc.type == "OutOfMemoryError" and exc.stage == "run"

@@ -1,21 +1,58 @@
-"""Hostile code, real Docker: each case asserts its outcome and that the host is unharmed."""
+"""Hostile code: each case asserts its outcome and that the host is unharmed.
+
+Every case runs against real Docker. Those the local backend also promises run against it
+too, spawning each job and forking it from its preloaded fork server, and must come out the
+same on both paths; a case whose guard (a network namespace, a memory cgroup) this host
+cannot give the local backend is skipped for it and says why.
+"""
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import socket
+import sys
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sandbox.backends.local import LocalSandbox
 from sandbox.base import Job
 from sandbox.policy import Policy, load_policy
 from sandbox.results import AttemptResult, Status
 
-pytestmark = pytest.mark.docker
+FORK_PRELOAD = ("json", "sandbox.harness.emit")
+"""What the fork server preloads here: importable without torch, so CI runs these cases."""
+
+
+@pytest.fixture(scope="module")
+def forking_sandbox() -> Iterator[LocalSandbox]:
+    sandbox = LocalSandbox(allow_weaker=True, python=sys.executable, fork_server=True, preload=FORK_PRELOAD)
+    yield sandbox
+    sandbox.close()
+
+
+@pytest.fixture(params=["docker", "local", "local-fork"])
+def sandbox(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.param == "docker":
+        request.applymarker(pytest.mark.docker)
+        yield request.getfixturevalue("docker_sandbox")
+    elif request.param == "local-fork":
+        yield request.getfixturevalue("forking_sandbox")
+    else:
+        yield LocalSandbox(allow_weaker=True, python=sys.executable)
+
+
+def _needs_memory_cgroup(sandbox: Any) -> None:
+    if isinstance(sandbox, LocalSandbox) and not (
+        Path("/sys/fs/cgroup/memory").is_dir() or Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    ):
+        pytest.skip("no memory cgroup for the local backend on this host")
 
 
 def run(sandbox: Any, code: str, policy: Policy | None = None, **job: Any) -> AttemptResult:
@@ -23,7 +60,9 @@ def run(sandbox: Any, code: str, policy: Policy | None = None, **job: Any) -> At
     return result
 
 
-def test_network_has_only_loopback_and_cannot_reach_the_host(docker_sandbox: Any) -> None:
+def test_network_has_only_loopback_and_cannot_reach_the_host(sandbox: Any) -> None:
+    if isinstance(sandbox, LocalSandbox) and not sandbox._netns:
+        pytest.skip("unshare -n is not permitted on this host")
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -46,7 +85,7 @@ def test_network_has_only_loopback_and_cannot_reach_the_host(docker_sandbox: Any
         f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2); print('CONNECTED')\n"
         "except OSError as e:\n    print('refused', type(e).__name__)\n"
     )
-    result = run(docker_sandbox, code)
+    result = run(sandbox, code)
     thread.join()
     server.close()
     assert result.status is Status.ok, result.stderr
@@ -56,6 +95,7 @@ def test_network_has_only_loopback_and_cannot_reach_the_host(docker_sandbox: Any
     assert accepted == []
 
 
+@pytest.mark.docker
 def test_host_files_and_the_docker_socket_are_out_of_reach(docker_sandbox: Any, tmp_path: Path) -> None:
     marker = tmp_path / "host-secret.txt"
     marker.write_text("TOP SECRET")
@@ -71,6 +111,7 @@ def test_host_files_and_the_docker_socket_are_out_of_reach(docker_sandbox: Any, 
     assert "TOP SECRET" not in result.stdout
 
 
+@pytest.mark.docker
 def test_fork_bomb_is_contained_and_the_engine_stays_healthy(docker_sandbox: Any, docker_client: Any) -> None:
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     result = run(docker_sandbox, bomb, load_policy("default").with_overrides(timeout="5s", kill_grace="1s"))
@@ -80,15 +121,17 @@ def test_fork_bomb_is_contained_and_the_engine_stays_healthy(docker_sandbox: Any
     assert after.status is Status.ok and after.stdout == "alive\n"
 
 
-def test_memory_bomb_under_the_default_policy_is_oom(docker_sandbox: Any) -> None:
+def test_memory_bomb_under_the_default_policy_is_oom(sandbox: Any) -> None:
+    _needs_memory_cgroup(sandbox)
     bomb = "x = []\nwhile True:\n    x.append(bytearray(100 * 2**20))\n"
-    result = run(docker_sandbox, bomb)
+    result = run(sandbox, bomb)
     assert result.status is Status.oom, (result.status, result.reason)
     assert result.exit_code == 137
     assert result.usage.peak_memory_bytes is not None
     assert result.usage.peak_memory_bytes <= int(load_policy("default").memory) + 2**20
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("target", ["/tmp", "/workspace"])
 def test_filling_a_writable_mount_is_bounded(docker_sandbox: Any, target: str) -> None:
     free_before = shutil.disk_usage("/var/lib/docker" if Path("/var/lib/docker").exists() else "/").free
@@ -108,23 +151,24 @@ def test_filling_a_writable_mount_is_bounded(docker_sandbox: Any, target: str) -
     assert free_before - free_after < 50 * 2**20
 
 
-def test_cpu_spin_past_the_timeout_is_timeout_within_the_slack(docker_sandbox: Any) -> None:
+def test_cpu_spin_past_the_timeout_is_timeout_within_the_slack(sandbox: Any) -> None:
     policy = load_policy("default").with_overrides(timeout="3s", kill_grace="1s")
-    result = run(docker_sandbox, "while True: pass", policy)
+    result = run(sandbox, "while True: pass", policy)
     assert result.status is Status.timeout
     assert result.exit_code == 124
     assert result.duration_s < 3 + 1 + 10
 
 
-def test_a_process_ignoring_sigterm_is_killed_after_the_grace(docker_sandbox: Any) -> None:
+def test_a_process_ignoring_sigterm_is_killed_after_the_grace(sandbox: Any) -> None:
     code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(0.1)\n"
     policy = load_policy("default").with_overrides(timeout="2s", kill_grace="2s")
-    result = run(docker_sandbox, code, policy)
+    result = run(sandbox, code, policy)
     assert result.status is Status.timeout
     assert result.exit_code == 137
     assert 4 <= result.duration_s < 2 + 2 + 10
 
 
+@pytest.mark.docker
 def test_a_daemonized_grandchild_does_not_outlive_the_attempt(docker_sandbox: Any, docker_client: Any) -> None:
     code = (
         "import os, sys, time\n"
@@ -143,11 +187,11 @@ def test_a_daemonized_grandchild_does_not_outlive_the_attempt(docker_sandbox: An
     assert remaining == []
 
 
-def test_stdout_flood_is_truncated_and_host_memory_stays_bounded(docker_sandbox: Any) -> None:
+def test_stdout_flood_is_truncated_and_host_memory_stays_bounded(sandbox: Any) -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     code = "import sys\nchunk = 'y' * (1 << 20)\nfor _ in range(300):\n    sys.stdout.write(chunk)\n"
     policy = load_policy("default").with_overrides(output_cap="1MiB")
-    result = run(docker_sandbox, code, policy)
+    result = run(sandbox, code, policy)
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert result.status is Status.ok and result.truncated
     assert result.stdout_bytes == 300 * (1 << 20)
@@ -155,6 +199,7 @@ def test_stdout_flood_is_truncated_and_host_memory_stays_bounded(docker_sandbox:
     assert (rss_after - rss_before) * 1024 < 100 * 2**20
 
 
+@pytest.mark.docker
 def test_privilege_escalation_paths_are_closed(docker_sandbox: Any) -> None:
     code = r"""
 import os, subprocess
@@ -182,7 +227,7 @@ print('uid', os.getuid())
     assert lines[6] == "uid 1000"
 
 
-def test_a_symlink_planted_in_the_outputs_is_not_followed(docker_sandbox: Any, tmp_path: Path) -> None:
+def test_a_symlink_planted_in_the_outputs_is_not_followed(sandbox: Any, tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("untouched")
     code = (
@@ -192,8 +237,53 @@ def test_a_symlink_planted_in_the_outputs_is_not_followed(docker_sandbox: Any, t
         "open('report.txt', 'w').write('fine')\n"
     )
     dest = tmp_path / "out"
-    result = run(docker_sandbox, code, outputs_dir=dest)
+    result = run(sandbox, code, outputs_dir=dest)
     assert result.status is Status.ok
     assert (dest / "report.txt").read_text() == "fine"
     assert not (dest / "victim.txt").exists() and not (dest / "root").exists()
     assert victim.read_text() == "untouched"
+
+
+_DAEMON = """
+import os, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    pid = os.fork()
+    if pid == 0:
+        while True:
+            time.sleep(0.05)
+    os.write(w, str(pid).encode())
+    os._exit(0)
+os.close(w)
+print(os.read(r, 32).decode())
+"""
+
+
+@pytest.fixture(params=["local", "local-fork"])
+def local_sandbox(request: pytest.FixtureRequest) -> Iterator[LocalSandbox]:
+    if request.param == "local-fork":
+        yield request.getfixturevalue("forking_sandbox")
+    else:
+        yield LocalSandbox(allow_weaker=True, python=sys.executable)
+
+
+def test_a_daemonized_grandchild_does_not_outlive_a_local_attempt(local_sandbox: LocalSandbox) -> None:
+    sandbox = local_sandbox
+    _needs_memory_cgroup(sandbox)  # a daemon leaves the job's process group, not its cgroup
+    result = run(sandbox, _DAEMON, load_policy("default").with_overrides(timeout="20s"))
+    assert result.status is Status.ok, result.stderr
+    daemon = int(result.stdout.strip())
+    assert result.duration_s < 15, "the attempt waited on the grandchild"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(daemon):
+        time.sleep(0.05)
+    assert not _alive(daemon), f"the daemonized grandchild {daemon} outlived its attempt"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and os.path.exists(f"/proc/{pid}")
