@@ -49,6 +49,26 @@ def run_checks(
     return checks
 
 
+def cluster_checks(address: str | None) -> list[Check]:
+    """`doctor --executor ray`: the cluster, then a row per node (resources, engine, runner image)."""
+    from sandbox.backends.docker import RUNNER
+    from sandbox.cluster import connect
+    from sandbox.cluster.admin import check_nodes
+    from sandbox.errors import SandboxUnavailableError
+
+    try:
+        ray = connect(address)
+    except SandboxUnavailableError as exc:
+        return [Check("ray cluster", "fail", str(exc), "start one with `ray start --head`, or fix --ray-address")]
+    try:
+        nodes = check_nodes(ray, RUNNER.tag, RUNNER.inputs_hash())
+        checks = [Check("ray cluster", "ok", f"Ray {ray.__version__}, {len(nodes)} live node(s)")]
+        checks += [Check(n.node, "ok" if n.ok else "fail", n.detail, n.fix) for n in nodes]
+    finally:
+        ray.shutdown()
+    return checks
+
+
 def _image_checks(engine: EngineHealth, with_controller_image: bool) -> list[Check]:
     rows = []
     for state in check_images(engine, with_controller=with_controller_image):

@@ -254,7 +254,9 @@ class ResearchLoop:
         for arm, seed, key in ((a, s, k) for a in arms for s in seeds for k in (train_key, eval_key)):
             record = self.attempts.index.get(key(arm.key, seed))
             carried = {s: m for s, m in written.items() if s in arm.modules and arm.modules[s].digest == m.digest}
-            if record is not None and record.status == "error" and (module := self.coder.culprit(record, carried)):
+            if record is None or record.status not in {"error", "oom"}:  # a GPU OOM names its frames too
+                continue
+            if module := self.coder.culprit(record, carried):
                 return module, record
         return None
 

@@ -102,7 +102,15 @@ class RunConfig(BaseModel):
     gpu_usd_per_hour: float = 0.0
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     backend: Literal["docker", "local"] = "docker"
+    executor: Literal["local", "ray"] = "local"
+    """Where attempts run: this host (`local`) or the nodes of a Ray cluster (`ray`), each node
+    through its own `backend`."""
+    ray_address: str | None = None
+    """The cluster to join with `--executor ray`: an address, `auto`, or None for RAY_ADDRESS (else a new
+    local instance)."""
     allow_weaker: bool = False
+    fork_server: bool = False
+    """The local backend forks each job from a server with torch already imported (see LocalBackendConfig)."""
     image: str = RUNNER_IMAGE
     pool_size: int = 1
     """Warm containers per shape (torch preloaded) kept ready by the docker backend."""

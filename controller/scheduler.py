@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -34,19 +34,43 @@ def host_memory_bytes() -> int:
 class ResourcePool:
     """CPUs, memory and GPU ids shared by the jobs of one run."""
 
-    def __init__(self, cpus: float, memory: int, gpu_ids: list[int]) -> None:
+    def __init__(
+        self,
+        cpus: float,
+        memory: int,
+        gpu_ids: list[int],
+        *,
+        assigns_gpus: bool = True,
+        why_not: Callable[[Policy], str | None] | None = None,
+    ) -> None:
         self.cpus, self.memory = cpus, memory
         self.free_cpus, self.free_memory = cpus, memory
         self.free_gpus = sorted(gpu_ids)
         self.all_gpus = tuple(sorted(gpu_ids))
+        self.assigns_gpus = assigns_gpus
+        """False on a cluster: GPUs are only counted here, and the executor (Ray) names the ids."""
+        self.why_not = why_not
+        """A cluster's own test of whether some node could run a policy at all."""
         self._cond = threading.Condition()
 
     @classmethod
     def for_host(cls, gpu_ids: list[int]) -> ResourcePool:
         return cls(float(os.cpu_count() or 1), host_memory_bytes(), gpu_ids)
 
+    @classmethod
+    def for_cluster(
+        cls, cpus: float, memory: int, gpus: int, why_not: Callable[[Policy], str | None]
+    ) -> ResourcePool:
+        """A cluster's totals: jobs wait here until the cluster has room; Ray places them and names GPU ids."""
+        return cls(cpus, memory, list(range(gpus)), assigns_gpus=False, why_not=why_not)
+
     def check_fits(self, policy: Policy) -> None:
-        """Refuse, up front, a policy that could never run on this host."""
+        """Refuse, up front, a policy that could never run on this host (or on any node of the cluster)."""
+        if self.why_not is not None:
+            reason = self.why_not(policy)
+            if reason is not None:
+                raise BadInputError(reason)
+            return
         if policy.gpu_count > len(self.all_gpus):
             msg = (
                 f"policy {policy.name!r} needs {policy.gpu_count} GPU(s) per job but {len(self.all_gpus)} "
@@ -87,6 +111,6 @@ class ResourcePool:
         """The policy with explicit GPU ids, for as long as the job runs."""
         grant = self.acquire(policy)
         try:
-            yield policy.with_overrides(gpus=list(grant.gpu_ids)) if policy.gpu_count else policy
+            yield policy.with_overrides(gpus=list(grant.gpu_ids)) if policy.gpu_count and self.assigns_gpus else policy
         finally:
             self.release(grant)

@@ -27,9 +27,26 @@ log = structlog.get_logger("sandlab.wiring")
 
 
 def make_sandbox(config: RunConfig) -> Sandbox:
-    """The configured backend; the docker one connects (and fails with a clear line)."""
-    settings = config.model_dump(include={"image", "pool_size", "allow_weaker"})
-    return build_sandbox(backend_config(config.backend, **settings))
+    """The configured backend, here or (`--executor ray`) on every node of a cluster.
+
+    The docker backend connects, and Ray joins the cluster, failing with a clear line.
+    """
+    settings = config.model_dump(include={"image", "pool_size", "allow_weaker", "fork_server"})
+    backend = backend_config(config.backend, **settings)
+    if config.executor == "ray":
+        from sandbox.cluster import RaySandbox
+
+        return RaySandbox(backend, address=config.ray_address)
+    return build_sandbox(backend)
+
+
+def resource_pool(sandbox: Sandbox) -> ResourcePool:
+    """What jobs share: this host's CPUs, memory and GPU ids, or a cluster's totals (Ray names GPU ids)."""
+    capacity = getattr(sandbox, "capacity", None)
+    if capacity is None:
+        return ResourcePool.for_host([g.index for g in detect_gpus()])
+    cluster = capacity()
+    return ResourcePool.for_cluster(cluster.cpus, cluster.memory, cluster.gpus, cluster.why_not)
 
 
 def make_agent(config: RunConfig, store: RunStore) -> Agent:
@@ -117,7 +134,7 @@ def build_loop(
         policies=stage_policies(config),
         ledger=ledger,
         progress=progress,
-        resources=ResourcePool.for_host([g.index for g in detect_gpus()]),
+        resources=resource_pool(sandbox),
         parallel=config.parallel,
     )
     charge_agent_to(ledger, ctx.agent)

@@ -23,7 +23,8 @@ class Owner:
 
 
 def process_start_ticks(pid: int) -> str | None:
-    """The process's start time from /proc, or None if it is gone (or not Linux)."""
+    """The process's start time from /proc, or None if it is gone, or dead and not yet reaped
+    (a zombie: a killed owner whose parent died too may stay one for good), or not Linux."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             stat = fh.read()
@@ -31,6 +32,8 @@ def process_start_ticks(pid: int) -> str | None:
         return None
     # The command name may contain spaces and parentheses: split after the last ')'.
     fields = stat.rsplit(")", 1)[-1].split()
+    if fields and fields[0] in {"Z", "X"}:
+        return None
     return fields[19] if len(fields) > 19 else None
 
 

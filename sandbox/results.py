@@ -70,6 +70,8 @@ class AttemptResult(BaseModel):
     """Host name of the machine that ran the job."""
     container_id: str | None = None
     backend: str = "docker"
+    node: str | None = None
+    """The cluster node that ran the job (`--executor ray`: its address); None when run locally."""
     reason: str | None = None
     """Why the status is what it is, in words (e.g. 'exceeded 60s timeout')."""
     outputs_dir: Path | None = None

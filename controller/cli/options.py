@@ -24,6 +24,27 @@ Wide = Annotated[
     typer.Option("--wide", help="Show every column, even past the terminal's edge (status: prints once)."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print plain JSON for scripts (no colour, no table).")]
+Executor = Annotated[
+    str,
+    typer.Option(
+        help="Where attempts run: local (this host) or ray (the nodes of a Ray cluster: pip install 'sandlab\\[ray]')."
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        envvar="RAY_ADDRESS",
+        help="With --executor ray: the head's address (host:port), or auto to join the cluster running here.",
+    ),
+]
+EXECUTORS = ("local", "ray")
+
+
+def check_executor(executor: str) -> None:
+    """Refuse an unknown executor with the fix."""
+    if executor not in EXECUTORS:
+        msg = f"--executor: unknown executor {executor!r}; use {' or '.join(EXECUTORS)}"
+        raise BadInputError(msg)
 
 REPORT_RESERVE_MIN_S = 30.0
 REPORT_RESERVE_MAX_S = 90.0

@@ -136,9 +136,10 @@ ATTEMPT_COLUMNS = (
     Column("status"),
     Column("duration", drop_order=2, justify="right"),
     Column("peak mem", drop_order=1, justify="right"),
+    Column("gpu peak/util", drop_order=0, justify="right"),
     Column("host score", drop_order=5),
 )
-"""At 80 columns peak mem, duration and stage go (in that order); then seed and score if need be."""
+"""At 80 columns gpu, peak mem, duration and stage go (in that order); then seed and score if need be."""
 SPLIT_NAMES = {"validation": "val"}
 """Short split names for the score column, as the runs table's `best (val)` writes them."""
 
@@ -161,8 +162,19 @@ def _attempt_row(record: AttemptRecord) -> list[str]:
         f"[{style}]{record.status}[/]",
         f"{result.duration_s:.1f}s",
         f"{peak / 2**20:.0f} MiB" if peak else "",
+        gpu_usage(record),
         score,
     ]
+
+
+def gpu_usage(record: AttemptRecord) -> str:
+    """Peak GPU memory and mean utilisation, sampled while the job ran ("" without a GPU)."""
+    usage = record.result.usage
+    if usage.gpu_peak_memory_bytes is None and usage.gpu_utilization_pct is None:
+        return ""
+    memory = f"{usage.gpu_peak_memory_bytes / 2**30:.1f} GiB" if usage.gpu_peak_memory_bytes is not None else "?"
+    util = f"{usage.gpu_utilization_pct:.0f}%" if usage.gpu_utilization_pct is not None else "?"
+    return f"{memory} {util}"
 
 
 def attempts_table(attempts: Sequence[AttemptRecord], width: int | None, title: str = "attempts") -> Table:
@@ -226,6 +238,9 @@ def run_panel(state: RunState, attempts: Sequence[AttemptRecord], width: int | N
     grid.add_row("best so far", Text(best))
     by_status = "  ".join(f"[{STATUS_STYLE.get(k, 'white')}]{k}[/] {v}" for k, v in sorted(totals.by_status.items()))
     grid.add_row("attempts", f"{totals.attempts}  {by_status}  repairs {totals.repairs}  rollbacks {totals.rollbacks}")
+    per_node = jobs_per_node(attempts)
+    if per_node:
+        grid.add_row("nodes", Text("  ".join(f"{node} {count}" for node, count in per_node.items())))
     for hit in state.limits_hit[-5:]:
         grid.add_row("[yellow]limit hit[/]", Text(f"{hit.limit} (iteration {hit.iteration}): {hit.detail}"))
     recent = attempts[-RECENT_ATTEMPTS:]
@@ -234,6 +249,15 @@ def run_panel(state: RunState, attempts: Sequence[AttemptRecord], width: int | N
         inner = None if width is None else width - PANEL_OVERHEAD
         parts.append(attempts_table(recent, inner, title="latest attempts"))
     return Panel(Group(*parts), title=f"run {state.run_id}", expand=False)
+
+
+def jobs_per_node(attempts: Sequence[AttemptRecord]) -> dict[str, int]:
+    """Attempts per cluster node, busiest first ({} when every attempt ran on this host)."""
+    counts: dict[str, int] = {}
+    for record in attempts:
+        if record.result.node is not None:
+            counts[record.result.node] = counts.get(record.result.node, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 # -- JSON for scripts --------------------------------------------------------------------------
@@ -255,6 +279,9 @@ def attempt_json(record: AttemptRecord) -> dict[str, Any]:
         "reason": record.reason,
         "duration_s": record.result.duration_s,
         "peak_memory_bytes": record.result.usage.peak_memory_bytes,
+        "node": record.result.node,
+        "gpu_peak_memory_bytes": record.result.usage.gpu_peak_memory_bytes,
+        "gpu_utilization_pct": record.result.usage.gpu_utilization_pct,
         "host_score": record.host_score,
         "score_split": record.score_split,
         "suspect": record.suspect,

@@ -16,7 +16,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from controller.cli.options import DEFAULT_RUNS_DIR, RunsDir, parse_duration_arg, parse_gpus
+from controller.cli.options import (
+    DEFAULT_RUNS_DIR,
+    Executor,
+    RayAddress,
+    RunsDir,
+    check_executor,
+    parse_duration_arg,
+    parse_gpus,
+)
 from controller.cli.render import console, out
 from controller.errors import BadInputError
 from sandbox.base import Sandbox
@@ -106,9 +114,15 @@ def images_build(
     base_image: Annotated[str | None, typer.Option(help="Base image to build on.")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when the inputs are unchanged.")] = False,
     runner_only: Annotated[bool, typer.Option(help="Build only sandlab-runner.")] = False,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
 ) -> None:
-    """Build sandlab-runner and sandlab-controller, only where their inputs changed."""
+    """Build sandlab-runner and sandlab-controller, only where their inputs changed.
+
+    With --executor ray, then ship the runner image to every node of the cluster whose copy is
+    missing or stale (docker save here, through Ray's object store, docker load there)."""
+    check_executor(executor)
     from sandbox.backends.docker import CONTROLLER, RUNNER, build_all, connect
 
     client = connect()
@@ -122,17 +136,42 @@ def images_build(
         outcome = build_all(client, offline=offline, base_image=base_image, force=force, progress=progress, only=only)
     for tag, what in outcome:
         out.print(f"{tag}: {what}")
+    if executor == "ray":
+        _distribute_runner(client, ray_address)
+
+
+def _distribute_runner(client: object, address: str | None) -> None:
+    from sandbox.backends.docker import RUNNER
+    from sandbox.cluster import connect
+    from sandbox.cluster.admin import distribute_image
+
+    ray = connect(address)
+    try:
+        with console.status("shipping the runner image") as status:
+            rows = distribute_image(ray, client, RUNNER.tag, RUNNER.inputs_hash(), progress=status.update)
+    finally:
+        ray.shutdown()
+    for node, what in rows:
+        out.print(f"{RUNNER.tag} on {node}: {what}")
+    if any(what.startswith("failed") for _, what in rows):
+        raise typer.Exit(1)
 
 
 def doctor(
     agent: Annotated[str, typer.Option(help="offline or llm.")] = "offline",
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
 ) -> None:
-    """Check the engine, images, sandbox, disk, GPUs and agent. Exit 0 when all pass, else 1."""
-    from controller.doctor import run_checks
+    """Check the engine, images, sandbox, disk, GPUs and agent (and with --executor ray, every node).
+    Exit 0 when all pass, else 1."""
+    from controller.doctor import cluster_checks, run_checks
 
+    check_executor(executor)
     with console.status("running checks"):
         checks = run_checks(agent=agent)
+        if executor == "ray":
+            checks += cluster_checks(ray_address)
     table = Table(title="sandlab doctor")
     for column in ("check", "status", "detail", "fix"):
         table.add_column(column, overflow="fold")
@@ -145,10 +184,18 @@ def doctor(
 
 def reap(
     run_id: Annotated[str | None, typer.Option("--run", help="Only this run's containers.")] = None,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
 ) -> None:
-    """Remove sandlab containers whose owner process is gone (never a live owner's)."""
+    """Remove sandlab containers whose owner process is gone (never a live owner's); with
+    --executor ray, on every node of the cluster."""
     from sandbox.backends.docker import connect, reap_orphans
+
+    check_executor(executor)
+    if executor == "ray":
+        _reap_nodes(ray_address, run_id)
+        return
 
     report = reap_orphans(connect(), run_id=run_id)
     out.print(
@@ -157,6 +204,22 @@ def reap(
     )
     if report.failed:
         console.print(f"[yellow]could not remove[/] {len(report.failed)}: {', '.join(report.failed)}", highlight=False)
+
+
+def _reap_nodes(address: str | None, run_id: str | None) -> None:
+    from sandbox.cluster import connect
+    from sandbox.cluster.admin import reap_nodes
+
+    ray = connect(address)
+    try:
+        rows = reap_nodes(ray, run_id)
+    finally:
+        ray.shutdown()
+    for node, removed in rows:
+        what = f"removed {removed} orphaned container(s)" if isinstance(removed, int) else f"failed: {removed}"
+        out.print(f"node {node}: {what}")
+    if any(not isinstance(removed, int) for _, removed in rows):
+        raise typer.Exit(1)
 
 
 def reap_for_run(run_id: str | None, backend: str = "docker") -> None:

@@ -25,3 +25,22 @@ def test_a_live_owner_a_dead_one_a_recycled_pid_and_another_host() -> None:
         child.kill()
         child.wait()
     assert not owner_alive(state)
+
+
+def test_a_dead_owner_not_yet_reaped_is_dead() -> None:
+    """A zombie still has /proc entries (and its start time); its containers are orphans all the same."""
+    import socket
+    import time
+    from pathlib import Path
+
+    from sandbox.owners import owner_is_alive
+
+    child = subprocess.Popen(["sleep", "30"])
+    ticks = process_start_ticks(child.pid)
+    assert ticks is not None and owner_is_alive(socket.gethostname(), child.pid, ticks)
+    child.kill()
+    time.sleep(0.3)  # killed, and not waited for: a zombie
+    assert Path(f"/proc/{child.pid}").exists()
+    assert process_start_ticks(child.pid) is None
+    assert not owner_is_alive(socket.gethostname(), child.pid, ticks)
+    child.wait()

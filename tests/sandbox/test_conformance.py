@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,27 +23,6 @@ from sandbox.results import Status
 PY = "python3"
 
 
-FORK_PRELOAD = ("json", "sandbox.harness.emit")
-"""What the fork server preloads here: importable without torch, so CI runs these cases."""
-
-
-@pytest.fixture(scope="module")
-def forking_sandbox() -> Iterator[LocalSandbox]:
-    """The local backend with its fork server, shared by the module (the server is reused)."""
-    sandbox = LocalSandbox(allow_weaker=True, python=sys.executable, fork_server=True, preload=FORK_PRELOAD)
-    yield sandbox
-    sandbox.close()
-
-
-@pytest.fixture(params=["docker", "local", "local-fork"])
-def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
-    if request.param == "docker":
-        request.applymarker(pytest.mark.docker)
-        yield request.getfixturevalue("docker_sandbox")
-    elif request.param == "local-fork":
-        yield request.getfixturevalue("forking_sandbox")
-    else:
-        yield LocalSandbox(allow_weaker=True, python=sys.executable)
 
 
 def small(**changes: Any) -> Policy:

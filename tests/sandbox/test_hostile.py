@@ -26,27 +26,6 @@ from sandbox.base import Job
 from sandbox.policy import Policy, load_policy
 from sandbox.results import AttemptResult, Status
 
-FORK_PRELOAD = ("json", "sandbox.harness.emit")
-"""What the fork server preloads here: importable without torch, so CI runs these cases."""
-
-
-@pytest.fixture(scope="module")
-def forking_sandbox() -> Iterator[LocalSandbox]:
-    sandbox = LocalSandbox(allow_weaker=True, python=sys.executable, fork_server=True, preload=FORK_PRELOAD)
-    yield sandbox
-    sandbox.close()
-
-
-@pytest.fixture(params=["docker", "local", "local-fork"])
-def sandbox(request: pytest.FixtureRequest) -> Iterator[Any]:
-    if request.param == "docker":
-        request.applymarker(pytest.mark.docker)
-        yield request.getfixturevalue("docker_sandbox")
-    elif request.param == "local-fork":
-        yield request.getfixturevalue("forking_sandbox")
-    else:
-        yield LocalSandbox(allow_weaker=True, python=sys.executable)
-
 
 def _needs_memory_cgroup(sandbox: Any) -> None:
     if isinstance(sandbox, LocalSandbox) and not (

@@ -92,6 +92,12 @@ def run(config: dict[str, Any], reporter: Any) -> None:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     use_bf16 = on_gpu and _choose(config.get("bf16", "auto"), heavy and torch.cuda.is_bf16_supported())
+    labels = y_train  # the sampler's view stays on the CPU, with its CPU generator
+    if on_gpu:
+        # The train split crosses to the GPU once, from pinned memory without blocking; batches are
+        # then cut on the device. On a CPU nothing moves (and results stay bit for bit the same).
+        x_train = x_train.pin_memory().to(device, non_blocking=True)
+        y_train = y_train.pin_memory().to(device, non_blocking=True)
     hyper = {k: v for k, v in config.items() if isinstance(v, int | float | str | bool)}
     optimizer = gen["optimizer"].make_optimizer(model.parameters(), hyper)
     batch_size = int(config["batch_size"])
@@ -104,7 +110,7 @@ def run(config: dict[str, Any], reporter: Any) -> None:
 
     def batches_of(order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
+            idx = order[i : i + batch_size].to(x_train.device)
             xb = x_train[idx].to(device)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -115,7 +121,7 @@ def run(config: dict[str, Any], reporter: Any) -> None:
     counted, own = [0], GeneratedReporter(reporter)
     start = time.perf_counter()
     for epoch in range(epochs):
-        order = sampled_order(gen["sampler"].order, y_train, epoch, generator)
+        order = sampled_order(gen["sampler"].order, labels, epoch, generator)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             mean_loss = train_epoch(
                 model, batches_of(order), optimizer, scheduler, gen["loss"].loss_fn, augment, own

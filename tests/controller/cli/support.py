@@ -59,8 +59,13 @@ def build_run(runs_dir: Path) -> RunStore:
             duration_s=12.5 * number,
             started_at=datetime(2026, 11, 28, 1, 35, tzinfo=UTC),
             stdout=f"stdout of attempt {number}\n",
-            usage=Usage(peak_memory_bytes=(300 + number) * 2**20),
+            usage=Usage(
+                peak_memory_bytes=(300 + number) * 2**20,
+                gpu_peak_memory_bytes=3 * 2**30 if number == 4 else None,
+                gpu_utilization_pct=87.0 if number == 4 else None,
+            ),
             limits=Policy(),
+            node="10.0.0.2" if number == 4 else None,
         )
         record = AttemptRecord.model_validate(
             {"number": number, "key": f"{fields['kind']}/{number}", "iteration": 1, "result": result, **fields}

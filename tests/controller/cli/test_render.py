@@ -123,6 +123,14 @@ def test_print_wide_prints_past_the_console_edge_without_cutting(runs_dir: Path)
     lines = buffer.getvalue().splitlines()
     assert max(len(line) for line in lines) > NARROW
     assert LONG_ARM in buffer.getvalue() and "peak mem" in buffer.getvalue()
+    assert "3.0 GiB 87%" in buffer.getvalue()  # the GPU's peak memory and mean utilisation
+
+
+def test_the_run_panel_counts_jobs_per_cluster_node(runs_dir: Path) -> None:
+    store = RunStore.open(runs_dir, RUN_ID)
+    buffer = io.StringIO()
+    print_wide(Console(width=200, file=buffer, color_system=None), run_panel(store.load_state(), store.attempts(), 200))
+    assert "nodes" in buffer.getvalue() and "10.0.0.2 1" in buffer.getvalue()
 
 
 def test_attempt_json_holds_the_facts_unformatted(runs_dir: Path) -> None:
@@ -131,6 +139,8 @@ def test_attempt_json_holds_the_facts_unformatted(runs_dir: Path) -> None:
     assert oom["number"] == 4 and oom["arm"] == LONG_ARM and oom["seed"] == 1
     assert oom["status"] == "oom" and oom["failed_stage"] == "run" and oom["reason"] == "out of memory"
     assert oom["duration_s"] == 50.0 and oom["peak_memory_bytes"] == 304 * 2**20
+    assert oom["gpu_peak_memory_bytes"] == 3 * 2**30 and oom["gpu_utilization_pct"] == 87.0
+    assert oom["node"] == "10.0.0.2" and attempt_json(records[0])["node"] is None
     suspect = attempt_json(records[5])
     assert suspect["host_score"] == 0.9 and suspect["score_split"] == "test"
     assert suspect["suspect"] is True and suspect["suspect_reason"].startswith("telemetry")

@@ -124,3 +124,19 @@ def test_bad_front_end_flags_are_one_line_naming_the_fix(tmp_path: Path, args: l
 def test_first_seed_must_not_be_negative(tmp_path: Path) -> None:
     proc = controller("start", "--first-seed", "-1", "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "--first-seed" in one_line_error(proc)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--executor", "slurm"], "--executor: unknown executor 'slurm'; use local or ray"),
+        (["--fork-server"], "--fork-server is for --backend local"),
+        (["--executor", "ray", "--ray-address", "127.0.0.1:9"], "cannot join the Ray cluster at 127.0.0.1:9"),
+    ],
+)
+def test_bad_executor_flags_are_one_line_naming_the_fix(tmp_path: Path, args: list[str], message: str) -> None:
+    runs = tmp_path / "runs"
+    proc = controller("start", *args, "--runs-dir", str(runs))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in one_line_error(proc)
+    assert not runs.exists() or not any(runs.iterdir())
