@@ -245,6 +245,15 @@ def test_doctor_reap_and_image_shipping_reach_every_node(
     assert "ray cluster" in doctor.stdout, doctor.stdout + doctor.stderr
     for node in cluster.nodes:
         assert f"node {node.address}" in doctor.stdout and "2 CPU" in doctor.stdout, doctor.stdout
+    # `images build --executor ray`: the runner is current here and on every node (they share this engine)
+    built = subprocess.run(
+        cluster.driver_argv([*CONTROLLER, "images", "build", "--runner-only", "--executor", "ray",
+                             "--ray-address", cluster.address]),
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    for node in cluster.nodes:
+        assert f"on node {node.address}: current" in built.stdout, built.stdout
     # the image: saved here, through the object store, loaded there and checked by its inputs hash
     _tiny_image(docker_client, "feedface")
     code = f"""
@@ -273,6 +282,38 @@ print(json.dumps({{"missing": [[c.ok, c.detail, c.fix] for c in missing], "loads
     finally:
         with contextlib.suppress(Exception):
             docker_client.images.remove(TINY_IMAGE, force=True)
+
+
+def test_a_task_cancelled_at_the_deadline_is_killed_and_its_container_removed(
+    cluster: NetnsCluster, docker_client: Any
+) -> None:
+    code = f"""
+import json, threading, time
+from sandbox.backends import DockerBackendConfig
+from sandbox.backends.docker import connect
+from sandbox.base import Job
+from sandbox.cluster import RaySandbox
+from sandbox.policy import load_policy
+
+sandbox, client = RaySandbox(DockerBackendConfig(), address={cluster.address!r}), connect()
+found = {{}}
+job = Job(command=["python3", "-c", "import time; time.sleep(120)"], run_id="cancelled", attempt="0001")
+worker = threading.Thread(target=lambda: found.update(result=sandbox.run(job, load_policy("default"))))
+worker.start()
+deadline = time.monotonic() + 90
+while not client.containers.list(filters={{"label": "sandlab.run=cancelled"}}) and time.monotonic() < deadline:
+    time.sleep(0.2)
+started = time.monotonic()
+killed = sandbox.kill_all()
+worker.join(60)
+result = found["result"]
+print(json.dumps({{"killed": killed, "status": str(result.status), "reason": result.reason,
+                  "returned_s": time.monotonic() - started}}))
+"""
+    answer = json.loads(cluster.driver_run(code, timeout_s=180).strip().splitlines()[-1])
+    assert answer["killed"] == 1 and answer["status"] == "killed", answer
+    assert answer["returned_s"] < 30, answer
+    _wait_until(lambda: _run_containers(docker_client, "cancelled") == [], 30, "the cancelled job's container to go")
 
 
 def _container_node(cluster: NetnsCluster, container: Any) -> Any:

@@ -374,20 +374,26 @@ def test_a_relative_runs_dir_still_gives_absolute_mount_sources(
 class _HeadCrashesTraining(FakeSandbox):
     """Training crashes in the generated head (a frame of gen/head.py) until it is repaired."""
 
+    status, type, message = Status.error, "RuntimeError", "mat1 and mat2 shapes cannot be multiplied (64x10 and 128x10)"
+
     def honest(self, kind: str, job: Job) -> Canned:
         head = job.files.get("gen/head.py", b"")
         if kind == "train" and head != TASK.baseline_code("head").encode() and b"# repair" not in head:
             exc = ExceptionEvent(
                 stage="run",
-                type="RuntimeError",
-                message="mat1 and mat2 shapes cannot be multiplied (64x10 and 128x10)",
+                type=self.type,
+                message=self.message,
                 frames=[
                     Frame(file="/workspace/train.py", line=120, function="run", source="mean_loss = train_epoch("),
                     Frame(file="gen/head.py", line=9, function="forward", source="return self.out(x)", generated=True),
                 ],
             )
-            return Canned(status=Status.error, exit_code=1, events=[StageEvent(stage="run", state="failed"), exc])
+            return Canned(status=self.status, exit_code=1, events=[StageEvent(stage="run", state="failed"), exc])
         return super().honest(kind, job)
+
+
+class _HeadRunsOutOfGpuMemory(_HeadCrashesTraining):
+    status, type, message = Status.oom, "OutOfMemoryError", "CUDA out of memory. Tried to allocate 80.00 GiB"
 
 
 def test_a_module_that_crashes_training_is_repaired_from_the_traceback_guarded_again_and_trained(
@@ -417,6 +423,21 @@ def test_a_module_that_crashes_training_is_repaired_from_the_traceback_guarded_a
     outcome = json.loads((loop.store.root / "journal.json").read_text())[0]
     assert any(note.startswith("head crashed training") for note in outcome["notes"])
     assert outcome["arm_means"].keys() >= {"baseline", "novelty:shift-mlp", "ablation:shift-mlp-no-augment"}
+
+
+def test_a_gpu_oom_in_a_generated_module_goes_to_repair_with_its_reason(tmp_path: Path) -> None:
+    from controller.agents.offline import LIBRARY
+    from controller.plan import Plan, StoppingRules
+
+    agent = ScriptedRepairAgent()
+    loop = make_loop(tmp_path, _HeadRunsOutOfGpuMemory(), agent=agent, seeds=2)
+    plan = Plan(task="digits", objective="o", topic="t", hypotheses=[LIBRARY[0]], stopping=StoppingRules(max_iterations=1))
+    loop.store.write("plan.json", plan)
+    assert loop.run().status == "finished"
+    [failure] = agent.failures
+    assert failure.exception_type == "OutOfMemoryError" and "CUDA out of memory" in failure.message
+    assert loop.ctx.state.totals.repairs == 1
+    assert any(r.kind == "train" and r.status == "oom" for r in loop.store.attempts())
 
 
 def test_a_crash_in_task_code_is_not_blamed_on_a_module(tmp_path: Path) -> None:

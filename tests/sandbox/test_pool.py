@@ -42,3 +42,27 @@ def test_each_warm_container_serves_one_job_and_shapes_never_mix() -> None:
         assert pool.take(large, []) is None  # another shape is not served a small container
     shapes = dict(created)
     assert all(shapes[c] == 1 for c in handed if c is not None)
+
+
+def test_gpu_warm_containers_are_bound_to_the_granted_ids_and_never_cross_them() -> None:
+    """A GPU shape's warm container carries the device request of the ids the resource pool
+    granted, so a GPU job starts warm on exactly its own GPUs, never on a neighbour's."""
+    counter = itertools.count(1)
+    bound: dict[str, list[int]] = {}
+    lock = threading.Lock()
+
+    def create(policy: Policy, gpu_ids: list[int], command: list[str], run_id: str) -> str:
+        with lock:
+            container_id = f"g{next(counter)}"
+            bound[container_id] = list(gpu_ids)
+        return container_id
+
+    gpu = Policy(name="gpu", gpus=1)
+    with WarmPool(create, lambda cid: None, size=1) as pool:
+        assert pool.take(gpu.with_overrides(gpus=[0]), [0]) is None
+        assert pool.take(gpu.with_overrides(gpus=[1]), [1]) is None
+        _wait_ready(pool, gpu, 2)
+        on_one = pool.take(gpu.with_overrides(gpus=[1]), [1])
+        on_zero = pool.take(gpu.with_overrides(gpus=[0]), [0])
+    assert on_one is not None and bound[on_one] == [1]
+    assert on_zero is not None and bound[on_zero] == [0]
