@@ -40,6 +40,8 @@ bench: setup
 	$(BIN)/python benchmarks/container_vs_host.py
 	$(BIN)/python benchmarks/matrix_throughput.py
 	$(BIN)/python benchmarks/event_flood.py
+	$(BIN)/python benchmarks/fork_start.py
+	$(BIN)/python benchmarks/ray_overhead.py
 
 clean-containers:
 	$(BIN)/controller reap
