@@ -166,7 +166,6 @@ class RaySandbox(Sandbox):
         self._task = self.ray.remote(max_retries=0, retry_exceptions=False)(run_attempt)
         self._lock = threading.Lock()
         self._inflight: set[Any] = set()
-        self._cancelled: set[Any] = set()
         self._shipped: dict[str, ShippedMount] = {}
         self._ship_lock = threading.Lock()
 
@@ -244,7 +243,6 @@ class RaySandbox(Sandbox):
         finally:
             with self._lock:
                 self._inflight.discard(ref)
-                self._cancelled.discard(ref)
         result = decode(returned)
         if job.outputs_dir is None:
             return result.model_copy(update={"outputs_dir": None})
@@ -258,7 +256,6 @@ class RaySandbox(Sandbox):
         """Cancel every task in flight; a forced cancel kills the worker, whose watchdog removes its container."""
         with self._lock:
             refs = list(self._inflight)
-            self._cancelled.update(refs)
         for ref in refs:
             try:
                 self.ray.cancel(ref, force=True)

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,16 +25,16 @@ from sandbox.backends.local_fork import ForkServerError
 from sandbox.base import Job
 from sandbox.policy import Policy, load_policy
 from sandbox.results import AttemptResult, Status
+from tests.sandbox.conftest import FORK_PRELOAD
 
 PY = "python3"
-PRELOAD = ("json", "sandbox.harness.emit")
+PRELOAD = FORK_PRELOAD
 
 
 @pytest.fixture(scope="module")
-def forking() -> Iterator[LocalSandbox]:
-    sandbox = LocalSandbox(allow_weaker=True, python=sys.executable, fork_server=True, preload=PRELOAD)
-    yield sandbox
-    sandbox.close()
+def forking(forking_sandbox: LocalSandbox) -> LocalSandbox:
+    """The fork-server backend the sandbox suites share (tests/sandbox/conftest.py)."""
+    return forking_sandbox
 
 
 def policy(**changes: object) -> Policy:
