@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ from sandbox.staging import extract_outputs
 log = structlog.get_logger("sandlab.cluster")
 
 PROBE_TIMEOUT_S = 5.0
+WAIT_POLL_S = 1.0
+CANCEL_RETRY_S = 5.0
+CANCEL_GIVE_UP_S = 30.0
 INSTALL_HINT = "install the Ray extra: pip install 'sandlab[ray]'"
 
 
@@ -166,6 +170,7 @@ class RaySandbox(Sandbox):
         self._task = self.ray.remote(max_retries=0, retry_exceptions=False)(run_attempt)
         self._lock = threading.Lock()
         self._inflight: set[Any] = set()
+        self._cancelled_at: dict[Any, float] = {}
         self._shipped: dict[str, ShippedMount] = {}
         self._ship_lock = threading.Lock()
 
@@ -177,11 +182,14 @@ class RaySandbox(Sandbox):
         return self.backend.type == "docker"
 
     def capacity(self) -> Capacity:
-        """The cluster's resources now (for admission) and per node (for what can fit)."""
+        """What the cluster has free now, for admission (CPUs and memory less what other Ray users
+        hold at the start), and each node's size, for what can fit at all."""
         nodes = [n for n in live_nodes(self.ray) if n.cpus > 0]  # a head kept free of jobs offers none
+        free = self.ray.available_resources()
         return Capacity(
-            cpus=sum(n.cpus for n in nodes),
-            memory=sum(n.memory for n in nodes),
+            cpus=min(sum(n.cpus for n in nodes), float(free.get("CPU", 0.0))),
+            memory=min(sum(n.memory for n in nodes), int(free.get("memory", 0))),
+            # GPUs are counted whole: a count of free ones below a job's need would hold it forever.
             gpus=int(sum(n.gpus for n in nodes)),
             nodes=tuple(nodes),
         )
@@ -229,13 +237,9 @@ class RaySandbox(Sandbox):
         with self._lock:
             self._inflight.add(ref)
         try:
-            returned: NodeReturn = self.ray.get(ref)
+            returned: NodeReturn | None = self._wait(ref)
         except self.ray.exceptions.TaskCancelledError:
-            return capture.result(
-                status=Status.killed,
-                reason="cancelled by the controller (deadline or interrupt); its container was removed on the node",
-                exit_code=None,
-            )
+            returned = None
         except self.ray.exceptions.RayTaskError as exc:
             return capture.infra_error(f"the node-side runner failed: {_first_line(exc)}")
         except self.ray.exceptions.RayError as exc:
@@ -243,6 +247,13 @@ class RaySandbox(Sandbox):
         finally:
             with self._lock:
                 self._inflight.discard(ref)
+                self._cancelled_at.pop(ref, None)
+        if returned is None:
+            return capture.result(
+                status=Status.killed,
+                reason="cancelled by the controller (deadline or interrupt); its container was removed on the node",
+                exit_code=None,
+            )
         result = decode(returned)
         if job.outputs_dir is None:
             return result.model_copy(update={"outputs_dir": None})
@@ -251,16 +262,43 @@ class RaySandbox(Sandbox):
             update={"outputs_dir": job.outputs_dir, "outputs_skipped": [*result.outputs_skipped, *skipped]}
         )
 
+    def _wait(self, ref: Any) -> NodeReturn | None:
+        """The task's return; None when it was cancelled and Ray never confirmed it.
+
+        A cancel that races the task's start can be lost, so a cancelled task that still has
+        not ended is cancelled again every CANCEL_RETRY_S, and given up on after CANCEL_GIVE_UP_S.
+        """
+        while True:
+            done, _ = self.ray.wait([ref], timeout=WAIT_POLL_S)
+            if done:
+                return self.ray.get(ref)  # type: ignore[no-any-return]
+            with self._lock:
+                since = self._cancelled_at.get(ref)
+            if since is None:
+                continue
+            waited = time.monotonic() - since
+            if waited > CANCEL_GIVE_UP_S:
+                log.warning("cluster.cancel_unconfirmed", waited_s=round(waited, 1))
+                return None
+            if waited > CANCEL_RETRY_S:
+                self._cancel(ref)
+
+    def _cancel(self, ref: Any) -> None:
+        try:
+            self.ray.cancel(ref, force=True)
+        except Exception as exc:
+            log.debug("cluster.cancel_failed", reason=str(exc))
+
     @override
     def kill_all(self) -> int:
         """Cancel every task in flight; a forced cancel kills the worker, whose watchdog removes its container."""
+        now = time.monotonic()
         with self._lock:
             refs = list(self._inflight)
+            for ref in refs:
+                self._cancelled_at.setdefault(ref, now)
         for ref in refs:
-            try:
-                self.ray.cancel(ref, force=True)
-            except Exception as exc:
-                log.debug("cluster.cancel_failed", reason=str(exc))
+            self._cancel(ref)
         return len(refs)
 
     @override

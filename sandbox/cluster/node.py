@@ -72,7 +72,6 @@ class NodeReturn(BaseModel):
 _BACKEND_ADAPTER: TypeAdapter[BackendConfig] = TypeAdapter(BackendConfig)
 _sandboxes: dict[str, Sandbox] = {}
 _lock = threading.Lock()
-_watchdog: subprocess.Popen[bytes] | None = None
 _watch_fd: int | None = None
 
 
@@ -87,18 +86,19 @@ def node_name() -> str:
 
 
 def ensure_watchdog() -> None:
-    """Start this worker's watchdog once; it outlives the worker by design."""
-    global _watchdog, _watch_fd  # noqa: PLW0603 - one per worker process
-    if _watchdog is not None and _watchdog.poll() is None:
+    """Start this worker's watchdog once; it detaches, and outlives the worker by design."""
+    global _watch_fd  # noqa: PLW0603 - one per worker process
+    if _watch_fd is not None:
         return
     read_fd, write_fd = os.pipe()
-    _watchdog = subprocess.Popen(
+    launcher = subprocess.Popen(
         [sys.executable, "-m", "sandbox.cluster.watchdog", "--owner", str(os.getpid())],
         stdin=read_fd,
         stdout=subprocess.DEVNULL,
         start_new_session=True,
     )
     os.close(read_fd)
+    launcher.wait()  # it forks the watchdog off and exits at once
     _watch_fd = write_fd  # held, never written: closing it (by dying) wakes the watchdog
 
 

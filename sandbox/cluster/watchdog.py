@@ -10,6 +10,9 @@ pid to disappear and removes every sandlab container on this host whose owner is
 dead (`reap_orphans`: the same rule as `controller reap`), then exits.
 
     python -m sandbox.cluster.watchdog --owner PID   (stdin: the pipe)
+
+It detaches at once (fork, the first process exits, setsid): Ray kills a dying worker's
+child processes, and a watchdog that stayed the worker's child would die with it.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--owner", type=int, required=True)
     args = parser.parse_args(argv)
     start_ticks = process_start_ticks(args.owner)
+    if os.fork() > 0:
+        os._exit(0)  # the worker reaps this first process; the watchdog is nobody's child now
+    os.setsid()
     while os.read(0, 4096):  # the worker never writes: only end of file ends this
         pass
     wait_for_exit(args.owner, start_ticks)

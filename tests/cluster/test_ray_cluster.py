@@ -19,25 +19,36 @@ from typing import Any
 import pytest
 
 from sandbox.backends.docker import labels
+from sandbox.policy import POLICIES_ENV
 from tests.netns_cluster import NetnsCluster, netns_cluster, netns_supported
 
 pytestmark = [pytest.mark.docker, pytest.mark.cluster]
 CONTROLLER = [sys.executable, "-m", "controller"]
-NODES = [("a", {"node_a": 1.0}, 2, 2), ("b", {"node_b": 1.0}, 2, 2)]
-"""Two nodes, each 2 CPUs and 2 (fake) GPUs: a GPU count is only a resource to Ray."""
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+NODES = [("a", {"node_a": 1.0}, 1, 2), ("b", {"node_b": 1.0}, 1, 2)]
+"""Two nodes, each 1 CPU and 2 (fake) GPUs: a GPU count is only a resource to Ray. The two
+nodes' CPUs are this machine's two cores: declaring more would oversubscribe them, and
+training threads that spin for a core they do not have run six times slower."""
 RUN_ARGS = ["--budget", "2m", "--seeds", "2", "--parallel", "4", "--no-mlflow"]
 WATCHDOG = "sandbox.cluster.watchdog"
 
 
 @pytest.fixture(scope="module")
-def cluster(docker_client: Any) -> Iterator[NetnsCluster]:
+def cluster(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsCluster]:
     why = netns_supported()
     if why is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the cluster tests: {why}")
         pytest.skip(why)
-    with netns_cluster(NODES) as made:  # /tmp: Ray's unix socket paths under --temp-dir must stay short
-        yield made
+    # Training jobs of one CPU, to fit the one-CPU nodes (and, in the local run, the same jobs).
+    policies = tmp_path_factory.mktemp("policies")
+    for source in POLICIES.glob("*.yaml"):
+        text = source.read_text()
+        (policies / source.name).write_text(text.replace("cpus: 2\n", "cpus: 1\n") if source.stem == "train" else text)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(POLICIES_ENV, str(policies))
+        with netns_cluster(NODES) as made:  # /tmp: Ray's unix socket paths under --temp-dir must stay short
+            yield made
 
 
 def _records(root: Path) -> list[dict[str, Any]]:
@@ -244,7 +255,7 @@ def test_doctor_reap_and_image_shipping_reach_every_node(
     )  # fmt: skip
     assert "ray cluster" in doctor.stdout, doctor.stdout + doctor.stderr
     for node in cluster.nodes:
-        assert f"node {node.address}" in doctor.stdout and "2 CPU" in doctor.stdout, doctor.stdout
+        assert f"node {node.address}" in doctor.stdout and "1 CPU" in doctor.stdout, doctor.stdout
     # `images build --executor ray`: the runner is current here and on every node (they share this engine)
     built = subprocess.run(
         cluster.driver_argv([*CONTROLLER, "images", "build", "--runner-only", "--executor", "ray",
