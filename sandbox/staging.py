@@ -39,6 +39,14 @@ def pack_workspace(root: Path | None, files: dict[str, bytes], uid: int, gid: in
     return buffer.getvalue()
 
 
+def tar_folder(root: Path) -> bytes:
+    """A tar of everything under `root`, as it is (links stay links: `extract_outputs` skips them)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(str(root), arcname=".", recursive=True)
+    return buffer.getvalue()
+
+
 def _safe_relative(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or not path.parts:

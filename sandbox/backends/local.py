@@ -26,7 +26,6 @@ import resource
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -55,7 +54,7 @@ from sandbox.harness.confine import Confinement, confine
 from sandbox.limits import reader_join_timeout_s, stream_chunk_bytes
 from sandbox.policy import Policy
 from sandbox.results import AttemptResult, CappedBuffer, Usage
-from sandbox.staging import extract_outputs, pack_workspace
+from sandbox.staging import extract_outputs, pack_workspace, tar_folder
 
 WARNING = (
     "WARNING: sandlab LocalSandbox runs generated code as host processes. There is no "
@@ -203,7 +202,7 @@ class LocalSandbox(Sandbox):
         )
         skipped: list[str] = []
         if job.outputs_dir is not None:
-            skipped = extract_outputs(_tar_of(workspace), job.outputs_dir)
+            skipped = extract_outputs(io.BytesIO(tar_folder(workspace)), job.outputs_dir)
         blob, unread = read_events_file(workspace, int(policy.output_cap))
         status, reason = classify(code, elapsed, policy, oom_killed=oom_kills > 0, host_deadline_hit=deadline_hit)
         return capture.result(
@@ -368,11 +367,3 @@ def _pump(stream: IO[bytes] | None, sink: CappedBuffer) -> None:
     with stream:
         while chunk := stream.read1(stream_chunk_bytes):  # type: ignore[attr-defined]
             sink.write(chunk)
-
-
-def _tar_of(root: Path) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(str(root), arcname=".", recursive=True)
-    buffer.seek(0)
-    return buffer

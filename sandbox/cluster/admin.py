@@ -36,17 +36,15 @@ class NodeCheck:
     fix: str = ""
 
 
-def _pinned(ray: Any, func: Callable[..., Any], node: NodeResources) -> Any:
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    strategy = NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=False)
-    return ray.remote(max_retries=0, num_cpus=0)(func).options(scheduling_strategy=strategy)
-
-
 def _each_node(ray: Any, func: Callable[..., Any], *args: Any, timeout_s: float) -> Iterator[tuple[NodeResources, Any]]:
     """(node, what func returned there, or the exception) for every live node."""
-    nodes = live_nodes(ray)
-    refs = [(node, _pinned(ray, func, node).remote(*args)) for node in nodes]
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(max_retries=0, num_cpus=0)(func)
+    refs = [
+        (node, task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote(*args))
+        for node in live_nodes(ray)
+    ]
     for node, ref in refs:
         try:
             yield node, ray.get(ref, timeout=timeout_s)

@@ -40,9 +40,10 @@ from sandbox.base import Job, Sandbox
 from sandbox.cluster.node import NodeAttempt, NodeReturn, ShippedMount, decode, run_attempt
 from sandbox.cluster.shipping import pack_dir
 from sandbox.errors import SandboxUnavailableError
+from sandbox.limits import max_reason_chars
 from sandbox.policy import Policy
 from sandbox.results import AttemptResult, Status
-from sandbox.staging import extract_outputs
+from sandbox.staging import RESERVED_DIR, extract_outputs
 
 log = structlog.get_logger("sandlab.cluster")
 
@@ -81,7 +82,7 @@ class Capacity:
                 return None
         return (
             f"no node of the cluster has {policy.cpus:g} CPU(s), {policy.memory.human_readable()} and "
-            f"{policy.gpu_count} GPU(s) free of Ray's other reservations for policy {policy.name!r}; "
+            f"{policy.gpu_count} GPU(s) for policy {policy.name!r}; "
             "lower the policy's limits or add a larger node"
         )
 
@@ -210,15 +211,15 @@ class RaySandbox(Sandbox):
         files = dict(job.files)
         if job.workspace is not None:
             for path in sorted(job.workspace.rglob("*")):
-                if path.is_file() and not path.is_symlink():
-                    files.setdefault(path.relative_to(job.workspace).as_posix(), path.read_bytes())
+                rel = path.relative_to(job.workspace)
+                if path.is_file() and not path.is_symlink() and rel.parts[0] != RESERVED_DIR:  # as pack_workspace
+                    files.setdefault(rel.as_posix(), path.read_bytes())
         mounts = [self._ship(Path(m.source), m.target) for m in policy.data_mounts if m.type == "bind"]
         return NodeAttempt(
             job=job.model_copy(update={"workspace": None, "files": files}),
             policy=policy,
             backend=self.backend.model_dump(),
             mounts=mounts,
-            owner_pid=os.getpid(),
         )
 
     @override
@@ -309,4 +310,4 @@ class RaySandbox(Sandbox):
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    return text[0][:max_reason_chars] if text else type(exc).__name__

@@ -13,12 +13,10 @@ that removes the worker's containers if the worker dies without cleaning up.
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 from pathlib import Path
@@ -31,6 +29,7 @@ from sandbox.base import Job, Sandbox
 from sandbox.cluster.shipping import cached_path, materialise
 from sandbox.policy import Policy
 from sandbox.results import AttemptResult
+from sandbox.staging import tar_folder
 
 
 class ShippedMount(BaseModel):
@@ -54,8 +53,6 @@ class NodeAttempt(BaseModel):
     backend: dict[str, Any]
     """The node's backend config (a BackendConfig as a dict)."""
     mounts: list[ShippedMount] = Field(default_factory=list)
-    owner_pid: int | None = None
-    """The controller's pid on its host: labels only, for `controller attempts`."""
 
 
 class NodeReturn(BaseModel):
@@ -142,15 +139,8 @@ def run_attempt(attempt: NodeAttempt) -> NodeReturn:
         outputs = Path(scratch) / "outputs" if attempt.job.outputs_dir is not None else None
         job = attempt.job.model_copy(update={"outputs_dir": outputs})
         result = sandbox.run(job, policy)
-        packed = _tar(outputs) if outputs is not None and outputs.is_dir() else None
+        packed = tar_folder(outputs) if outputs is not None and outputs.is_dir() else None
     return NodeReturn(result=result.model_dump_json(), outputs=packed, node=node_name())
-
-
-def _tar(root: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(str(root), arcname=".", recursive=True)
-    return buffer.getvalue()
 
 
 def decode(returned: NodeReturn) -> AttemptResult:

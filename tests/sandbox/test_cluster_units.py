@@ -97,3 +97,21 @@ def test_a_cluster_pool_counts_gpus_and_leaves_naming_them_to_ray() -> None:
     host = ResourcePool(8, 16 * GiB, [0, 1])
     with host.hold(policy) as granted:
         assert granted.gpus == [0]  # on one host the pool names them
+
+
+def test_a_workspace_travels_to_a_node_as_pack_workspace_would_stage_it(tmp_path: Path) -> None:
+    from sandbox.backends import DockerBackendConfig
+    from sandbox.base import Job
+    from sandbox.cluster.executor import RaySandbox
+    from sandbox.staging import RESERVED_DIR
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "code.py").write_text("x = 1\n")
+    (tmp_path / RESERVED_DIR).mkdir()
+    (tmp_path / RESERVED_DIR / "events.jsonl").write_text('{"kind": "finished"}\n')  # the harness's, never staged
+    (tmp_path / "link.py").symlink_to(tmp_path / "sub" / "code.py")
+    sandbox = RaySandbox.__new__(RaySandbox)  # no cluster: only the packing is under test
+    sandbox.backend = DockerBackendConfig()
+    attempt = sandbox._attempt(Job(command=["true"], workspace=tmp_path, files={"a.txt": b"a"}), load_policy("default"))
+    assert attempt.job.workspace is None
+    assert attempt.job.files == {"a.txt": b"a", "sub/code.py": b"x = 1\n"}
