@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -258,3 +259,20 @@ def make_loop(
     )
     charge_agent_to(ledger, ctx.agent)
     return ResearchLoop(ctx)
+
+
+def markdown_table_shapes(text: str) -> list[list[int]]:
+    """The cell count of every line of every pipe table in `text`, one list a table.
+
+    A GitHub-flavoured table whose delimiter row has another count of cells than its header
+    is not a table at all: it renders as a paragraph of pipes. Escaped pipes (\\|) are text.
+    """
+    tables: list[list[int]] = []
+    current: list[int] = []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append(len(re.split(r"(?<!\\)\|", line.strip())) - 2)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables

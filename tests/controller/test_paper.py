@@ -23,7 +23,7 @@ from controller.registry import RunConfig
 from controller.report import Results
 from controller.store import heldout_key
 from sandbox.results import Status
-from tests.controller.fakes import Canned, FakeSandbox, make_loop
+from tests.controller.fakes import Canned, FakeSandbox, make_loop, markdown_table_shapes
 
 # A 1x1 PNG and a one-page PDF: enough for the paper to copy, show and compile.
 TINY_PNG = bytes.fromhex(
@@ -119,6 +119,13 @@ def test_the_results_tables_print_the_aggregates(results: Results, tmp_path: Pat
     best = json.loads((results.store.root / "best.json").read_text())
     assert f"test accuracy {best['test']['mean']:.4f} ± {best['test']['std']:.4f}" in md
     assert f"(attempt {best['attempts']['test']})" in md
+
+
+def test_every_table_in_the_paper_is_a_well_formed_markdown_table(results: Results, tmp_path: Path) -> None:
+    shapes = markdown_table_shapes(write_draft(results, tmp_path).markdown.read_text())
+    assert len(shapes) >= 2, "the main results and the ablations"
+    for shape in shapes:
+        assert len(shape) >= 3 and len(set(shape)) == 1, shape
 
 
 def test_every_printed_number_is_recorded_in_order_with_a_resolving_source(results: Results, tmp_path: Path) -> None:

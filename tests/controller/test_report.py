@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.controller.fakes import META, FakeSandbox, make_loop
+from tests.controller.fakes import META, FakeSandbox, make_loop, markdown_table_shapes
 
 
 def test_best_config_records_what_a_rerun_must_rebuild(tmp_path: Path) -> None:
@@ -29,6 +29,15 @@ def test_every_reported_test_number_traces_to_its_attempt(tmp_path: Path) -> Non
     assert best["test"]["ci_high"] <= 1.0  # clipped to the metric's range
     summary = (loop.store.root / "report" / "summary.md").read_text()
     assert f"{best['value']:.4f}" in summary and "Not sealed" not in summary
+
+
+def test_every_table_in_the_summary_is_a_well_formed_markdown_table(tmp_path: Path) -> None:
+    loop = make_loop(tmp_path, FakeSandbox(), seeds=2)
+    loop.run()
+    shapes = markdown_table_shapes((loop.store.root / "report" / "summary.md").read_text())
+    assert len(shapes) >= 2, "the arms and the attempts tables"
+    for shape in shapes:
+        assert len(shape) >= 3 and len(set(shape)) == 1, shape  # header, delimiter and rows agree
 
 
 def test_a_run_with_no_eligible_arm_reports_no_test_number_and_why(tmp_path: Path) -> None:
