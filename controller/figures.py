@@ -200,7 +200,7 @@ def plot_validation_by_arm(results: Results) -> Drawn | None:
     rows = range(len(names))
     for row, name in zip(rows, names, strict=True):
         s = stats[name]
-        eligible = s.n >= results.required_seeds
+        eligible = results.selectable(name)
         colour = ELIGIBLE_COLOUR if eligible else INELIGIBLE_COLOUR
         if s.ci_low is not None and s.ci_high is not None:
             ax.errorbar(

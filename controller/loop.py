@@ -36,7 +36,8 @@ from controller.selection import (
     arm_stats,
     attribute,
     attribution_note,
-    choose_best,
+    choose_eligible,
+    counted,
     judge,
     needs_retest,
     required_seeds,
@@ -337,7 +338,7 @@ class ResearchLoop:
         note = ""
         if chosen is not None:
             arm = chosen[0]
-            trains = {seed: self.attempts.index[train_key(arm.key, seed)] for seed in self.scores[arm.key]}
+            trains = {seed: self.attempts.index[train_key(arm.key, seed)] for seed in counted(self.scores[arm.key])}
             try:
                 test = self.trial.test(arm, trains)
             except (BudgetExceededError, InterruptedRunError, StopRequestedError) as exc:
@@ -384,8 +385,8 @@ class ResearchLoop:
         )
 
     def _choose_best(self) -> tuple[Arm, ArmStats] | None:
-        candidates = [(self.arms[name], s) for name, s in self.stats_of(self.arms.values()).items()]
-        return choose_best(candidates, required_seeds(self.state.config.seeds), self.task.metric.higher_is_better)
+        arms, seeds = list(self.arms.values()), self.state.config.seeds
+        return choose_eligible(arms, self.scores, self.stats_of(arms), seeds, self.task.metric.higher_is_better)
 
     def _update_best(self) -> None:
         chosen = self._choose_best()

@@ -22,7 +22,7 @@ from controller.agents.base import IterationOutcome
 from controller.llm import LLMClient
 from controller.plan import Arm
 from controller.registry import AttemptRecord, RunState
-from controller.selection import arm_stats, compare_family, metric_bounds
+from controller.selection import arm_stats, compare_family, counted, eligible, metric_bounds
 from controller.stats import ArmStats, summarize
 from controller.store import RunStore, guard_key, train_key, write_text_atomic
 from controller.tasks import Task
@@ -54,6 +54,10 @@ class Results:
     llm: LLMClient | None = None
     """The run's LLM client (cached, budgeted) when the agent has one: prose and review."""
 
+    def selectable(self, name: str) -> bool:
+        """Whether the arm could be selected: every one of the run's seeds counted."""
+        return eligible(self.scores.get(self.arms[name].key, {}), self.state.config.seeds)
+
     def stats(self) -> dict[str, ArmStats]:
         metric = self.task.metric.name
         return {
@@ -78,7 +82,7 @@ def aggregates(results: Results) -> dict[str, Any]:
             "hyper": arm.hyper,
             "modules": {slot: m.digest for slot, m in arm.modules.items()},
             "validation": stats[name].model_dump(),
-            "eligible": stats[name].n >= results.required_seeds,
+            "eligible": eligible(records, results.state.config.seeds),
             "attempts": {str(seed): rec.number for seed, rec in sorted(records.items())},
             "suspect_attempts": [rec.number for rec in records.values() if rec.suspect],
         }
@@ -106,7 +110,7 @@ def best_summary(results: Results) -> dict[str, Any]:
         )
         return best
     arm, val_stats = results.chosen
-    seeds = sorted(results.scores[arm.key])
+    seeds = sorted(counted(results.scores[arm.key]))  # the seeds its validation statistics count
     best.update(
         arm=arm.name,
         arm_key=arm.key,

@@ -11,7 +11,7 @@ Rules that keep selection from being won by luck:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from controller.agents.base import IterationOutcome
 from controller.plan import Arm, Hypothesis
@@ -40,6 +40,29 @@ def counted(records: Mapping[int, AttemptRecord]) -> dict[int, float]:
         for seed, record in sorted(records.items())
         if record.host_score is not None and not record.suspect
     }
+
+
+def eligible(records: Mapping[int, AttemptRecord], seeds: Collection[int]) -> bool:
+    """Whether an arm can be selected: every one of the run's seeds counted, not merely as many.
+
+    Counting is not enough once an arm holds seeds beyond the run's (a power raise, an
+    ablation re-test): a module that fails the seeds it does badly on, where no repair can
+    blame it, would otherwise be selected on the seeds it chose to keep.
+    """
+    scored = counted(records)
+    return set(seeds) <= scored.keys() and len(scored) >= required_seeds(list(seeds))
+
+
+def choose_eligible(
+    arms: Iterable[Arm],
+    scores: Mapping[str, Mapping[int, AttemptRecord]],
+    stats: Mapping[str, ArmStats],
+    seeds: Collection[int],
+    higher_is_better: bool,
+) -> tuple[Arm, ArmStats] | None:
+    """The best of the arms that are `eligible` on the run's seeds (by their validation mean)."""
+    candidates = [(a, stats[a.name]) for a in arms if a.name in stats and eligible(scores.get(a.key, {}), seeds)]
+    return choose_best(candidates, required_seeds(list(seeds)), higher_is_better)
 
 
 def arm_stats(name: str, records: Mapping[int, AttemptRecord], metric: str) -> ArmStats | None:

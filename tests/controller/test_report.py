@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from controller.report import best_summary
+from controller.store import heldout_key
 from tests.controller.fakes import META, FakeSandbox, make_loop, markdown_table_shapes
 
 
@@ -48,3 +50,16 @@ def test_a_run_with_no_eligible_arm_reports_no_test_number_and_why(tmp_path: Pat
     assert not (loop.store.root / "best_config.json").exists()
     assert not [r for r in loop.store.attempts() if r.kind == "test"]
     assert loop.state.best is None  # nor a best-so-far on one seed
+
+
+def test_the_test_number_counts_the_seeds_validation_counted_and_no_suspect_one(tmp_path: Path) -> None:
+    loop = make_loop(tmp_path, FakeSandbox(), seeds=2)
+    loop.run()
+    chosen = loop.results().chosen
+    assert chosen is not None
+    arm = chosen[0]
+    results = loop.results(loop.attempts.index[heldout_key(arm.key)])
+    record = results.scores[arm.key][0]
+    results.scores[arm.key][7] = record.model_copy(update={"seed": 7, "suspect": True, "host_score": 1.0})
+    best = best_summary(results)
+    assert list(best["per_seed"]) == ["s0", "s1"] and len(best["attempts"]["train"]) == 2

@@ -9,7 +9,7 @@ import pytest
 
 from controller.plan import Arm
 from controller.registry import AttemptRecord
-from controller.selection import arm_stats, choose_best, compare_family, required_seeds
+from controller.selection import arm_stats, choose_best, choose_eligible, compare_family, eligible, required_seeds
 from controller.stats import ArmStats, holm, summarize
 from sandbox.policy import Policy
 from sandbox.results import AttemptResult, Status
@@ -33,6 +33,21 @@ def test_suspect_seeds_never_count_and_the_arm_loses_eligibility() -> None:
     stats = arm_stats("a", records, "accuracy")
     assert stats is not None and stats.n == 2 and stats.values == [0.90, 0.92]
     assert choose_best([(_arm("a"), stats)], min_seeds=3, higher_is_better=True) is None
+
+
+def test_eligibility_needs_every_run_seed_not_merely_as_many() -> None:
+    # Seeds 3 and 4 came from a re-test; the run's seed 1 failed where no repair could blame
+    # the module. Five counted seeds, but not the run's three: not selectable.
+    dropped = {s: _record(s, 0.99) for s in (0, 2, 3, 4, 5)}
+    full = {s: _record(s, 0.95) for s in (0, 1, 2)}
+    assert not eligible(dropped, [0, 1, 2]) and eligible(full, [0, 1, 2])
+    assert not eligible({**full, 1: _record(1, 0.95, suspect=True)}, [0, 1, 2])
+    arms = [Arm(name=n, modules={}, hyper={"name": n}) for n in ("dropped", "full")]
+    scores = {arms[0].key: dropped, arms[1].key: full}
+    stats = {a.name: s for a in arms if (s := arm_stats(a.name, scores[a.key], "accuracy"))}
+    chosen = choose_eligible(arms, scores, stats, [0, 1, 2], higher_is_better=True)
+    assert chosen is not None and chosen[0].name == "full"
+    assert choose_eligible(arms[:1], scores, stats, [0, 1, 2], higher_is_better=True) is None
 
 
 def test_an_arm_is_never_selected_on_one_seed() -> None:
