@@ -103,7 +103,12 @@ class RunStore:
         """Make a new run folder with its run.json."""
         run_id = run_id or new_run_id()
         store = cls(runs_dir / run_id)
-        store.attempts_dir.mkdir(parents=True, exist_ok=False)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        # Owner-only: a job that runs as another uid of this host (the local backend as root)
+        # must not read earlier attempts' weights and predictions, nor anything else here.
+        store.root.mkdir(mode=PRIVATE_DIR_MODE)
+        store.root.chmod(PRIVATE_DIR_MODE)  # whatever the umask
+        store.attempts_dir.mkdir()
         owner = current_owner()
         state = RunState(
             run_id=run_id, config=config, owner_pid=owner.pid, owner_host=owner.host, owner_start=owner.start_ticks

@@ -101,14 +101,17 @@ def make_ledger(state: RunState) -> Ledger:
 def integrity_of(sandbox: Sandbox, config: RunConfig) -> Literal["sealed", "weaker"]:
     """Whether the backend keeps jobs away from the run's private labels; refuse it if not,
     unless the user accepted weaker numbers with --allow-weaker."""
-    if sandbox.seals_host_files:
+    concurrent = config.parallel > 1 and not sandbox.isolates_concurrent_jobs
+    if sandbox.seals_host_files and not concurrent:
         return "sealed"
     if not config.allow_weaker:
-        msg = (
-            f"the {sandbox.name} backend cannot keep jobs away from the run's private labels here (it cannot run "
-            "them as another user); use the docker backend, run as root, or pass --allow-weaker to accept "
-            "numbers that are not sealed"
-        )
+        if concurrent:
+            why = f"cannot keep jobs that run at once (--parallel {config.parallel}) away from each other"
+            fix = "use the docker backend, run with --parallel 1"
+        else:
+            why = "cannot keep jobs away from the run's private labels here (it cannot run them as another user)"
+            fix = "use the docker backend, run as root"
+        msg = f"the {sandbox.name} backend {why}; {fix}, or pass --allow-weaker to accept numbers that are not sealed"
         raise BadInputError(msg)
     log.warning("integrity.weaker", backend=sandbox.name)
     return "weaker"

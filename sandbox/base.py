@@ -61,6 +61,18 @@ class Sandbox(ABC):
         """
         return False
 
+    @property
+    def isolates_concurrent_jobs(self) -> bool:
+        """Whether jobs that run at once cannot see nor touch each other.
+
+        Each attempt's numbers must be its own: a job that could read a concurrent job's
+        workspace (its weights, its predictions) or signal its processes could ensemble with
+        it or sabotage it. Docker gives every job its own filesystem and pid namespace. The
+        local backend runs every job as the same uid in the host's pid namespace, so with
+        --parallel above 1 its numbers are not sealed. False unless a backend overrides it.
+        """
+        return False
+
     @abstractmethod
     def run(self, job: Job, policy: Policy) -> AttemptResult:
         """Run one job to completion (or to its limits) and return what happened."""

@@ -182,6 +182,12 @@ class RaySandbox(Sandbox):
         them); a node's Docker seals its own host. The local backend on a node promises nothing here."""
         return self.backend.type == "docker"
 
+    @property
+    @override
+    def isolates_concurrent_jobs(self) -> bool:
+        """As the nodes' backend: Docker isolates concurrent jobs, the local backend does not."""
+        return self.backend.type == "docker"
+
     def capacity(self) -> Capacity:
         """What the cluster has free now, for admission (CPUs and memory less what other Ray users
         hold at the start), and each node's size, for what can fit at all."""

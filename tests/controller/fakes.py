@@ -89,6 +89,7 @@ class FakeSandbox(Sandbox):
 
     name = "fake"
     seals_host_files = True
+    isolates_concurrent_jobs = True
 
     def __init__(self, clock: FakeClock | None = None, job_seconds: float = 5.0) -> None:
         self.clock = clock or FakeClock()

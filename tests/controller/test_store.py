@@ -51,3 +51,13 @@ def test_sealing_makes_the_private_labels_readable_by_this_user_only(tmp_path: P
     store.seal_private(store.data_dir)
     assert private.stat().st_mode & 0o777 == 0o700
     assert (private / "labels.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_run_folder_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        store, _ = RunStore.create(tmp_path / "runs", RunConfig(budget_s=60), "r1")
+    finally:
+        os.umask(old)
+    assert store.root.stat().st_mode & 0o777 == 0o700  # another uid's job cannot read earlier weights
+    assert (tmp_path / "runs").stat().st_mode & 0o777 == 0o755  # the runs folder itself stays listable

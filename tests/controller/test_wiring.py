@@ -29,6 +29,23 @@ def test_a_backend_that_cannot_seal_the_labels_is_refused_unless_allowed(tmp_pat
     assert integrity_of(FakeSandbox(), strict) == "sealed"
 
 
+class SharedUidSandbox(FakeSandbox):
+    """Seals the labels, but runs every job as one uid in one pid namespace (the local backend as root)."""
+
+    isolates_concurrent_jobs = False
+
+
+def test_jobs_that_run_at_once_on_a_shared_uid_are_not_sealed(tmp_path: Path) -> None:
+    one_at_a_time = RunConfig(budget_s=600, backend="local")
+    assert integrity_of(SharedUidSandbox(), one_at_a_time) == "sealed"
+    parallel = one_at_a_time.model_copy(update={"parallel": 2})
+    with pytest.raises(BadInputError, match="--parallel 1"):
+        integrity_of(SharedUidSandbox(), parallel)
+    assert integrity_of(SharedUidSandbox(), parallel.model_copy(update={"allow_weaker": True})) == "weaker"
+    assert integrity_of(FakeSandbox(), parallel) == "sealed"
+    assert LocalSandbox(allow_weaker=True).isolates_concurrent_jobs is False
+
+
 def test_a_weaker_run_says_so_in_run_json_and_the_report(tmp_path: Path) -> None:
     config = RunConfig(budget_s=3600, seeds=[0, 1], allow_weaker=True)
     store, state = RunStore.create(tmp_path / "runs", config, "weak")

@@ -104,3 +104,8 @@ def test_a_backend_is_chosen_by_name_from_the_settings_that_apply_to_it() -> Non
     assert set(BACKENDS) == {"docker", "local"}
     with pytest.raises(PolicyError, match="use docker or local"):
         backend_config("podman")
+
+
+def test_only_a_backend_that_says_so_isolates_concurrent_jobs() -> None:
+    assert _Plain().isolates_concurrent_jobs is False
+    assert LocalSandbox(allow_weaker=True).isolates_concurrent_jobs is False  # one uid, the host's pids

@@ -137,8 +137,9 @@ def test_an_image_id_the_engine_cannot_give_is_logged_and_looked_up_again() -> N
     assert sandbox.image_id() == "sha256:feed"
 
 
-def test_docker_seals_host_files() -> None:
-    assert DockerSandbox(client=FakeDockerClient()).seals_host_files is True
+def test_docker_seals_host_files_and_isolates_concurrent_jobs() -> None:
+    sandbox = DockerSandbox(client=FakeDockerClient())
+    assert sandbox.seals_host_files is True and sandbox.isolates_concurrent_jobs is True
 
 
 def test_a_pool_that_cannot_fill_logs_why_and_hands_out_nothing() -> None:

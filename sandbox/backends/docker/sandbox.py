@@ -93,6 +93,12 @@ class DockerSandbox(Sandbox):
         """True: a container sees no host path but its staged workspace and read-only mounts."""
         return True
 
+    @property
+    @override
+    def isolates_concurrent_jobs(self) -> bool:
+        """True: each container has its own filesystem and pid namespace."""
+        return True
+
     def image_id(self) -> str | None:
         """The image's content digest (looked up once); None, logged, when the engine cannot say."""
         if self._image_id is None:
