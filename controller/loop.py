@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
@@ -334,18 +334,18 @@ class ResearchLoop:
         self._charge_agent()  # whatever a failed call spent (its retries) is counted too
         self._set_stage("report")
         chosen = self._choose_best()
-        test: AttemptRecord | None = None
+        tests: list[AttemptRecord] = []
         note = ""
         if chosen is not None:
             arm = chosen[0]
             trains = {seed: self.attempts.index[train_key(arm.key, seed)] for seed in counted(self.scores[arm.key])}
             try:
-                test = self.trial.test(arm, trains)
+                tests = self.trial.test(arm, trains)
             except (BudgetExceededError, InterruptedRunError, StopRequestedError) as exc:
                 note = f"test split not evaluated: {exc}"
             except Exception as exc:  # the report is written whatever the test job's fate
                 note = f"test split not evaluated: {type(exc).__name__}: {exc}"
-        self._write(self.results(test, note))
+        self._write(self.results(tests, note))
 
     def write_progress(self, note: str, *, force: bool = False) -> None:
         """The outputs as they stand (tables, figures, paper.md, dashboard), no test, no PDF.
@@ -363,7 +363,7 @@ class ResearchLoop:
         for problem in write_outputs(results):  # never raises: problems are listed instead
             self.ctx.progress(f"  report: {problem}")
 
-    def results(self, test: AttemptRecord | None = None, note: str = "", *, final: bool = True) -> Results:
+    def results(self, tests: Sequence[AttemptRecord] = (), note: str = "", *, final: bool = True) -> Results:
         """Everything the report needs, as data (the report runs no jobs)."""
         client = getattr(self.ctx.agent, "client", None)
         return Results(
@@ -376,7 +376,7 @@ class ResearchLoop:
             index=dict(self.attempts.index),
             required_seeds=required_seeds(self.state.config.seeds),
             chosen=self._choose_best(),
-            test=test,
+            tests=list(tests),
             note=note,
             data_shape=self.data.shape(),
             policies={"train": self.ctx.policies.train.name, "evaluate": self.ctx.policies.evaluate.name},

@@ -43,7 +43,8 @@ class Results:
     index: dict[str, AttemptRecord]
     required_seeds: int
     chosen: tuple[Arm, ArmStats] | None
-    test: AttemptRecord | None
+    tests: list[AttemptRecord]
+    """The selected arm's test-split attempts, one per seed (none before the end)."""
     note: str
     """Why the test split was not evaluated, if it was not."""
     data_shape: dict[str, Any]
@@ -121,18 +122,21 @@ def best_summary(results: Results) -> dict[str, Any]:
         },
         value=None,
     )
-    test = results.test
-    if test is None or not test.host_scores:
-        best["reason"] = results.note or f"test evaluation failed: {test.reason if test else 'not run'}"
+    by_seed = {record.seed: record for record in results.tests}
+    failed = [(s, by_seed.get(s)) for s in seeds if s not in by_seed or not by_seed[s].host_scores]
+    if failed:
+        seed, record = failed[0]
+        why = f"seed {seed}: {record.reason}" if record is not None else "not run"
+        best["reason"] = results.note or f"test evaluation failed ({why})"
         return best
-    values = [test.host_scores[f"s{s}"] for s in seeds]
+    values = [by_seed[s].host_scores[f"s{s}"] for s in seeds]
     test_stats = summarize(arm.name, values, bounds=metric_bounds(results.task.metric.name))
     best.update(
         value=test_stats.mean,
         test=test_stats.model_dump(),
         per_seed={f"s{s}": v for s, v in zip(seeds, values, strict=True)},
     )
-    best["attempts"]["test"] = test.number
+    best["attempts"]["test"] = [by_seed[s].number for s in seeds]
     return best
 
 

@@ -55,10 +55,10 @@ def rerun_best(loop: ResearchLoop, best: dict[str, Any], config: dict[str, Any])
             trains[seed] = record
     if not trains:
         return {"reproduced": False, "reason": "no seed trained successfully"}
-    test = loop.trial.test(arm, trains)
-    if not test.host_scores:
-        return {"reproduced": False, "reason": f"test evaluation failed: {test.reason}"}
-    values = [test.host_scores[name] for name in sorted(test.host_scores)]
+    tests = loop.trial.test(arm, trains)
+    if failed := [r for r in tests if not r.host_scores]:
+        return {"reproduced": False, "reason": f"test evaluation failed (seed {failed[0].seed}): {failed[0].reason}"}
+    values = [score for r in tests for score in r.host_scores.values()]
     new = summarize(arm.name, values, bounds=metric_bounds(best["metric"]))
     recorded = best["test"]
     low, high = recorded.get("ci_low"), recorded.get("ci_high")

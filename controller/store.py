@@ -84,8 +84,8 @@ def eval_key(arm_key: str, seed: int) -> str:
     return f"eval/{arm_key}/s{seed}"
 
 
-def heldout_key(arm_key: str) -> str:
-    return f"test/{arm_key}"
+def heldout_key(arm_key: str, seed: int) -> str:
+    return f"test/{arm_key}/s{seed}"
 
 
 class RunStore:

@@ -86,10 +86,25 @@ class Trial:
         models = {f"s{seed}": self.attempts.store.weights_path(train.number)}
         return self._predict(eval_key(arm.key, seed), "eval", arm, models, "val", train=train, seed=seed)
 
-    def test(self, arm: Arm, trains: dict[int, AttemptRecord]) -> AttemptRecord:
-        """The one test-split evaluation of the selected arm, every seed's weights at once."""
-        models = {f"s{seed}": self.attempts.store.weights_path(r.number) for seed, r in sorted(trains.items())}
-        return self._predict(heldout_key(arm.key), "test", arm, models, "test", final=True)
+    def test(self, arm: Arm, trains: dict[int, AttemptRecord]) -> list[AttemptRecord]:
+        """The one test-split evaluation of the selected arm: one job per seed, as validation.
+
+        Never every seed's weights in one job: generated code that loads them all could answer
+        with an ensemble of the seeds, and the report would print an ensemble's accuracy as
+        the mean of single models, with a spread it never had.
+        """
+        return [
+            self._predict(
+                heldout_key(arm.key, seed),
+                "test",
+                arm,
+                {f"s{seed}": self.attempts.store.weights_path(record.number)},
+                "test",
+                seed=seed,
+                final=True,
+            )
+            for seed, record in sorted(trains.items())
+        ]
 
     def train_and_evaluate(self, arm: Arm, seed: int) -> AttemptRecord | None:
         """Both jobs of an arm x seed; None when training failed (its record says why)."""
@@ -214,7 +229,7 @@ class Trial:
         return math.ceil(int(n_train) * fraction) if n_train and fraction else None
 
     def max_weights_bytes(self) -> int:
-        """The largest weights file the final test job can stage, with every seed's at once."""
+        """The largest weights file an evaluation job (validation or test) can stage beside its inputs."""
         inputs = max((self.data.dir / "eval" / f"{split}_inputs.npy").stat().st_size for split in ("val", "test"))
         room = int(self.evaluate_policy.workspace_size) - inputs - STAGING_SLACK_BYTES
-        return max(room // max(len(self.config.seeds), 1), 0)
+        return max(room, 0)

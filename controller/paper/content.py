@@ -168,7 +168,8 @@ def _held_out(src: Sources, results: Results) -> dict[str, Any]:
     test: dict[str, Any] = {key: _maybe(src, BEST, pointer("test", key), kind) for key, kind in TEST_FIELDS}
     per_seed = src.get(BEST, "/per_seed", {})
     test["per_seed"] = [(seed, src.number(BEST, pointer("per_seed", seed), "metric")) for seed in per_seed]
-    test["attempt"] = _maybe(src, BEST, "/attempts/test", "count")
+    numbers = src.get(BEST, "/attempts/test", []) or []
+    test["attempts"] = [src.number(BEST, pointer("attempts", "test", i), "count") for i in range(len(numbers))]
     held["arm"] = str(src.get(BEST, "/arm"))
     held["test"] = test
     return held

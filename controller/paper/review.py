@@ -135,7 +135,9 @@ def check_test_once(results: Results, sources: Sources) -> dict[str, Any]:
     mine = [a.number for a in tests if a.arm_key == arm_key]
     others = [a.number for a in tests if a.arm_key != arm_key]
     recorded = (best.get("attempts") or {}).get("test")
-    ok = len(mine) == 1 and not others and recorded == mine[0]
+    seeds = [a.seed for a in tests if a.arm_key == arm_key]
+    # One job per seed, each seed once, and exactly the jobs best.json reports.
+    ok = bool(mine) and len(set(seeds)) == len(seeds) and not others and recorded == mine
     detail = (
         f"test attempts for the selected arm: {mine or 'none'}; for other arms: {others or 'none'}; "
         f"best.json names {recorded}"

@@ -17,7 +17,7 @@ import pytest
 from controller.agents.offline import OfflineAgent
 from controller.ledger import IterationLimits, Ledger
 from controller.loop import LoopContext, ResearchLoop, StagePolicies
-from controller.registry import ResearchConfig, RunConfig
+from controller.registry import AttemptRecord, ResearchConfig, RunConfig
 from controller.store import RunStore
 from controller.tasks import load_task
 from controller.wiring import charge_agent_to, stage_policies
@@ -277,3 +277,8 @@ def markdown_table_shapes(text: str) -> list[list[int]]:
             tables.append(current)
             current = []
     return tables
+
+
+def held_out_records(loop: ResearchLoop) -> list[AttemptRecord]:
+    """The run's test-split attempts (one per seed of the selected arm), by number."""
+    return sorted((r for r in loop.attempts.index.values() if r.kind == "test"), key=lambda r: r.number)

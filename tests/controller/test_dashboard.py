@@ -30,9 +30,9 @@ from controller.dashboard import write_dashboard, write_runs_index
 from controller.figures import Figure, make_figures
 from controller.registry import LimitHit
 from controller.report import Results, write_tables
-from controller.store import RunStore, heldout_key
+from controller.store import RunStore
 from tests.controller.cli.support import controller, one_line_error
-from tests.controller.fakes import FakeSandbox, make_loop
+from tests.controller.fakes import FakeSandbox, held_out_records, make_loop
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / ".cache" / "ci-artifacts"
@@ -183,8 +183,7 @@ def load_in_chromium(page: Path, screenshot: Path) -> dict[str, Any]:
 def finished_run(tmp_path: Path) -> Results:
     loop = make_loop(tmp_path, FakeSandbox())
     loop.run()
-    chosen = loop.results().chosen
-    return loop.results(loop.attempts.index.get(heldout_key(chosen[0].key)) if chosen else None)
+    return loop.results(held_out_records(loop))
 
 
 def with_hostile_arm(results: Results) -> Results:
@@ -296,7 +295,7 @@ def test_untrusted_strings_are_escaped_everywhere(run: tuple[Results, list[Figur
 def test_a_live_run_reloads_itself_and_a_finished_one_does_not(run: tuple[Results, list[Figure]]) -> None:
     results, figures = run
     finished = Tags(write_dashboard(results, figures).read_text())
-    progress = Tags(write_dashboard(replace(results, final=False, test=None), figures).read_text())
+    progress = Tags(write_dashboard(replace(results, final=False, tests=[]), figures).read_text())
     running = replace(results, state=results.state.model_copy(update={"status": "running"}))
     live = Tags(write_dashboard(running, figures).read_text())
     assert finished.refresh() == []

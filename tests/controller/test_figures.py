@@ -15,10 +15,10 @@ from controller import figures
 from controller.figures import ablation_deltas, make_figures, telemetry_by_arm
 from controller.registry import RunConfig
 from controller.report import Results
-from controller.store import RunStore, heldout_key
+from controller.store import RunStore
 from sandbox.base import Job
 from sandbox.events import MetricEvent
-from tests.controller.fakes import Canned, FakeSandbox, make_loop
+from tests.controller.fakes import Canned, FakeSandbox, held_out_records, make_loop
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PDF_MAGIC = b"%PDF-"
@@ -50,8 +50,7 @@ class EpochTelemetry(FakeSandbox):
 def finished(tmp_path: Path, sandbox: FakeSandbox) -> Results:
     loop = make_loop(tmp_path, sandbox)
     loop.run()
-    chosen = loop.results().chosen
-    return loop.results(loop.attempts.index.get(heldout_key(chosen[0].key)) if chosen else None)
+    return loop.results(held_out_records(loop))
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +118,7 @@ def test_a_run_without_telemetry_or_ablations_skips_those_figures(tmp_path: Path
 
 def test_a_run_with_no_attempts_makes_no_figures_and_no_error(results: Results, tmp_path: Path) -> None:
     empty, state = RunStore.create(tmp_path / "runs", RunConfig(budget_s=600), "empty")
-    blank = replace(results, store=empty, state=state, history=[], arms={}, scores={}, chosen=None, test=None)
+    blank = replace(results, store=empty, state=state, history=[], arms={}, scores={}, chosen=None, tests=[])
     problems: list[str] = []
     assert make_figures(blank, tmp_path / "figs", problems=problems) == []
     assert problems == []

@@ -21,9 +21,8 @@ from controller.paper.render import PaperRenderError, Renderer
 from controller.paper.trace import HAS_DIGIT, numbers_in
 from controller.registry import RunConfig
 from controller.report import Results
-from controller.store import heldout_key
 from sandbox.results import Status
-from tests.controller.fakes import Canned, FakeSandbox, make_loop, markdown_table_shapes
+from tests.controller.fakes import Canned, FakeSandbox, held_out_records, make_loop, markdown_table_shapes
 
 # A 1x1 PNG and a one-page PDF: enough for the paper to copy, show and compile.
 TINY_PNG = bytes.fromhex(
@@ -54,9 +53,7 @@ def finished_run(tmp_path: Path, seeds: int = 3) -> Results:
     """A finished FakeSandbox run, as the report sees it (with its one test evaluation)."""
     loop = make_loop(tmp_path, FakeSandbox(), seeds=seeds)
     loop.run()
-    chosen = loop.results().chosen
-    test = loop.attempts.index.get(heldout_key(chosen[0].key)) if chosen else None
-    return loop.results(test)
+    return loop.results(held_out_records(loop))
 
 
 def write_draft(results: Results, tmp_path: Path, **kwargs: Any) -> PaperOutcome:
@@ -118,7 +115,8 @@ def test_the_results_tables_print_the_aggregates(results: Results, tmp_path: Pat
     assert "not supported" not in ablation and "| 3 |" in ablation
     best = json.loads((results.store.root / "best.json").read_text())
     assert f"test accuracy {best['test']['mean']:.4f} ± {best['test']['std']:.4f}" in md
-    assert f"(attempt {best['attempts']['test']})" in md
+    numbers = ", ".join(str(n) for n in best["attempts"]["test"])
+    assert len(best["attempts"]["test"]) == 3 and f"(one job per seed: attempts {numbers})" in md
 
 
 def test_every_table_in_the_paper_is_a_well_formed_markdown_table(results: Results, tmp_path: Path) -> None:
@@ -204,7 +202,7 @@ def test_run_text_is_escaped_so_it_cannot_become_latex_or_markdown(results: Resu
 
 
 def test_a_progress_snapshot_has_no_test_numbers_and_says_why(results: Results, tmp_path: Path) -> None:
-    snapshot = replace(results, final=False, test=None)
+    snapshot = replace(results, final=False, tests=[])
     outcome = write_draft(snapshot, tmp_path)
     md = outcome.markdown.read_text()
     assert "progress snapshot" in md and "test accuracy" not in md

@@ -196,13 +196,25 @@ def test_a_quotation_that_is_not_a_record_fails_the_review(drafted: tuple[Result
 def test_a_second_test_evaluation_fails_the_test_once_check(drafted: tuple[Results, PaperOutcome]) -> None:
     results, outcome = drafted
     best = json.loads((results.store.root / "best.json").read_text())
-    source = results.store.attempt_dir(best["attempts"]["test"])
+    source = results.store.attempt_dir(best["attempts"]["test"][0])
     extra = results.store.attempt_dir(9999)
     shutil.copytree(source, extra)
     record = json.loads((extra / "attempt.json").read_text())
     (extra / "attempt.json").write_text(json.dumps({**record, "number": 9999, "arm_key": "someotherarm"}))
     check = _check(review_paper(results, outcome), "test split used once")
     assert not check["ok"] and "for other arms: [9999]" in check["detail"]
+
+
+def test_a_seed_tested_twice_fails_the_test_once_check(drafted: tuple[Results, PaperOutcome]) -> None:
+    results, outcome = drafted
+    assert _check(review_paper(results, outcome), "test split used once")["ok"]
+    best = json.loads((results.store.root / "best.json").read_text())
+    source = results.store.attempt_dir(best["attempts"]["test"][0])
+    extra = results.store.attempt_dir(9998)
+    shutil.copytree(source, extra)
+    record = json.loads((extra / "attempt.json").read_text())
+    (extra / "attempt.json").write_text(json.dumps({**record, "number": 9998}))  # same arm, same seed
+    assert not _check(review_paper(results, outcome), "test split used once")["ok"]
 
 
 def _client(fake: FakeOpenAI, root: Path) -> LLMClient:

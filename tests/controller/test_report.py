@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 from controller.report import best_summary
-from controller.store import heldout_key
-from tests.controller.fakes import META, FakeSandbox, make_loop, markdown_table_shapes
+from tests.controller.fakes import META, FakeSandbox, held_out_records, make_loop, markdown_table_shapes
 
 
 def test_best_config_records_what_a_rerun_must_rebuild(tmp_path: Path) -> None:
@@ -25,9 +24,10 @@ def test_every_reported_test_number_traces_to_its_attempt(tmp_path: Path) -> Non
     loop = make_loop(tmp_path, FakeSandbox(), seeds=2)
     loop.run()
     best = json.loads((loop.store.root / "best.json").read_text())
-    test = json.loads((loop.store.attempt_dir(best["attempts"]["test"]) / "attempt.json").read_text())
-    assert test["kind"] == "test" and test["score_split"] == "test"
-    assert [test["host_scores"][f"s{s}"] for s in (0, 1)] == list(best["per_seed"].values())
+    tests = [json.loads((loop.store.attempt_dir(n) / "attempt.json").read_text()) for n in best["attempts"]["test"]]
+    assert all(t["kind"] == "test" and t["score_split"] == "test" for t in tests)
+    assert [t["seed"] for t in tests] == [0, 1]
+    assert [t["host_scores"][f"s{t['seed']}"] for t in tests] == list(best["per_seed"].values())
     assert best["test"]["ci_high"] <= 1.0  # clipped to the metric's range
     summary = (loop.store.root / "report" / "summary.md").read_text()
     assert f"{best['value']:.4f}" in summary and "Not sealed" not in summary
@@ -55,10 +55,9 @@ def test_a_run_with_no_eligible_arm_reports_no_test_number_and_why(tmp_path: Pat
 def test_the_test_number_counts_the_seeds_validation_counted_and_no_suspect_one(tmp_path: Path) -> None:
     loop = make_loop(tmp_path, FakeSandbox(), seeds=2)
     loop.run()
-    chosen = loop.results().chosen
-    assert chosen is not None
-    arm = chosen[0]
-    results = loop.results(loop.attempts.index[heldout_key(arm.key)])
+    results = loop.results(held_out_records(loop))
+    assert results.chosen is not None
+    arm = results.chosen[0]
     record = results.scores[arm.key][0]
     results.scores[arm.key][7] = record.model_copy(update={"seed": 7, "suspect": True, "host_score": 1.0})
     best = best_summary(results)

@@ -39,7 +39,7 @@ def test_a_crash_before_the_rename_leaves_the_old_file_whole(tmp_path: Path, mon
 def test_keys_name_the_work_deterministically() -> None:
     assert train_key("abc", 2) == "train/abc/s2"
     assert eval_key("abc", 2) == "eval/abc/s2"
-    assert heldout_key("abc") == "test/abc"
+    assert heldout_key("abc", 2) == "test/abc/s2"
     assert guard_key("head", "d1") == "guard/head/d1"
 
 

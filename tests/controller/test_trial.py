@@ -33,18 +33,22 @@ def test_training_is_given_the_mount_and_must_leave_weights_the_evaluation_can_t
     assert json.loads(job.files["config.json"])["data_dir"] == PUBLIC_DATA_MOUNT
     assert [m.target for m in policy.data_mounts] == [PUBLIC_DATA_MOUNT]
     room = int(loop.trial.evaluate_policy.workspace_size)
-    assert 0 < loop.trial.max_weights_bytes() < room // 2  # every seed's weights fit in one test job
+    assert 0 < loop.trial.max_weights_bytes() < room  # one seed's weights beside the inputs, as every evaluation
     assert WEIGHTS == "out/model.pt"
 
 
-def test_the_test_job_predicts_with_every_seed_at_once_on_the_test_inputs(tmp_path: Path) -> None:
+def test_the_test_split_is_predicted_by_one_job_per_seed_each_holding_one_seed_weights(tmp_path: Path) -> None:
+    # A job holding every seed's weights could answer with their ensemble.
     sandbox = FakeSandbox()
     loop = make_loop(tmp_path, sandbox, seeds=2)
     loop.data.prepare()
     arm = baseline_arm(TASK)
     trains = {seed: loop.trial.train(arm, seed) for seed in (0, 1)}
-    test = loop.trial.test(arm, trains)
-    _, job, _ = sandbox.calls[-1]
-    assert job.files["inputs.npy"] == b"test-inputs"
-    assert sorted(json.loads(job.files["config.json"])["models"]) == ["s0", "s1"]
-    assert test.kind == "test" and test.score_split == "test" and set(test.host_scores) == {"s0", "s1"}
+    tests = loop.trial.test(arm, trains)
+    jobs = [job for _, job, _ in sandbox.calls[-2:]]
+    for seed, (job, test) in enumerate(zip(jobs, tests, strict=True)):
+        assert job.files["inputs.npy"] == b"test-inputs"
+        assert json.loads(job.files["config.json"])["models"] == [f"s{seed}"]
+        assert [name for name in job.files if name.startswith("models/")] == [f"models/s{seed}.pt"]
+        assert test.kind == "test" and test.score_split == "test" and test.seed == seed
+        assert set(test.host_scores) == {f"s{seed}"}
