@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from controller.errors import RunNotFoundError
+from controller.errors import BadInputError, RunNotFoundError
 from controller.registry import AttemptRecord, RunConfig, RunState, new_run_id
 from sandbox.events import Event, parse_events
 from sandbox.owners import current_owner
@@ -34,6 +35,9 @@ STOP_FILE = "STOP"
 WEIGHTS = "out/model.pt"
 """Where a training job leaves its weights, relative to its outputs folder."""
 PRIVATE_DIR_MODE = 0o700
+_M = TypeVar("_M", bound=BaseModel)
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A run id is one folder name that is safe to paste into a command: no '/', no '..' first, no spaces."""
 """data/private holds the only copy of the labels: unreadable to any other uid (local jobs)."""
 
 
@@ -102,11 +106,21 @@ class RunStore:
     def create(cls, runs_dir: Path, config: RunConfig, run_id: str | None = None) -> tuple[RunStore, RunState]:
         """Make a new run folder with its run.json."""
         run_id = run_id or new_run_id()
+        if not RUN_ID_PATTERN.fullmatch(run_id):
+            msg = f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 100, no '/' or spaces)"
+            raise BadInputError(msg)
         store = cls(runs_dir / run_id)
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        # Owner-only: a job that runs as another uid of this host (the local backend as root)
-        # must not read earlier attempts' weights and predictions, nor anything else here.
-        store.root.mkdir(mode=PRIVATE_DIR_MODE)
+        try:
+            runs_dir.mkdir(parents=True, exist_ok=True)
+            # Owner-only: a job that runs as another uid of this host (the local backend as root)
+            # must not read earlier attempts' weights and predictions, nor anything else here.
+            store.root.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:
+            msg = f"run {run_id!r} already exists in {runs_dir}; pick another --run-id, or `controller resume {run_id}`"
+            raise BadInputError(msg) from None
+        except OSError as exc:
+            msg = f"cannot create a run folder in {runs_dir} ({exc.strerror}); pass a writable --runs-dir"
+            raise BadInputError(msg) from None
         store.root.chmod(PRIVATE_DIR_MODE)  # whatever the umask
         store.attempts_dir.mkdir()
         owner = current_owner()
@@ -139,7 +153,9 @@ class RunStore:
         return states
 
     def load_state(self) -> RunState:
-        return RunState.model_validate_json((self.root / "run.json").read_text())
+        """run.json; a file that is not a run's state is one line naming it, not a traceback."""
+        path = self.root / "run.json"
+        return _parsed(RunState, path)
 
     def save_state(self, state: RunState) -> None:
         state.updated_at = datetime.now(UTC)
@@ -173,13 +189,16 @@ class RunStore:
     def attempts(self) -> list[AttemptRecord]:
         """All finished attempts, by number (without their events: see attempt_events)."""
         return [
-            AttemptRecord.model_validate_json(path.read_text())
-            for path in sorted(self.attempts_dir.glob("[0-9][0-9][0-9][0-9]/attempt.json"))
+            _parsed(AttemptRecord, path) for path in sorted(self.attempts_dir.glob("[0-9][0-9][0-9][0-9]/attempt.json"))
         ]
 
     def attempt_index(self) -> dict[str, AttemptRecord]:
         """Finished attempts by key (what resume replays from)."""
         return {record.key: record for record in self.attempts()}
+
+    def attempt(self, number: int) -> AttemptRecord:
+        """One finished attempt's record (attempt.json must exist)."""
+        return _parsed(AttemptRecord, self.attempt_dir(number) / "attempt.json")
 
     def attempt_dir(self, number: int) -> Path:
         return self.attempts_dir / f"{number:04d}"
@@ -250,3 +269,14 @@ class RunStore:
 
     def clear_stop(self) -> None:
         (self.root / STOP_FILE).unlink(missing_ok=True)
+
+
+def _parsed(model: type[_M], path: Path) -> _M:
+    """A record file as its model; a corrupt one is one line naming the file, not a traceback."""
+    try:
+        return model.model_validate_json(path.read_text())
+    except ValueError as exc:  # pydantic's ValidationError is one
+        lines = str(exc).strip().splitlines()
+        why = "; ".join(line.strip() for line in lines[:3]) or type(exc).__name__
+        msg = f"{path} is not a readable {model.__name__} ({why}); restore it from a copy or remove the run"
+        raise BadInputError(msg) from None

@@ -116,18 +116,21 @@ def logs(
     folder = store.attempt_dir(attempt)
     name = "stderr.log" if stderr else "stdout.log"
     while not (folder / "attempt.json").is_file():
-        if not follow or not _running(store):
+        running = _running(store)
+        if not follow or not running:
             known = [r.number for r in store.attempts()]
+            span = f"attempts are {known[0]}..{known[-1]}" if known else "it has no finished attempt yet"
             msg = (
-                f"attempt {attempt} of {run_id} has not finished; attempts so far: "
-                f"{known[0] if known else 0}..{known[-1] if known else 0} (use --follow to wait)"
+                f"no attempt {attempt} in run {run_id}; {span}"
+                if attempt < 1 or not running
+                else f"attempt {attempt} of {run_id} has not finished; {span} (use --follow to wait)"
             )
             raise BadInputError(msg)
         time.sleep(LIVE_REFRESH_S)
     text = (folder / name).read_text(errors="replace")
     out.print(text, end="", markup=False, highlight=False, soft_wrap=True)
-    record = json.loads((folder / "attempt.json").read_text())
-    console.print(f"[dim]attempt {attempt}: {record['kind']} {record['status']} ({record.get('reason') or ''})[/]")
+    record = store.attempt(attempt)
+    console.print(f"[dim]attempt {attempt}: {record.kind} {record.status} ({record.reason or ''})[/]")
 
 
 def _follow_file(path: Path, follow: bool, store: RunStore) -> None:
@@ -164,8 +167,10 @@ def report(
         # Plain, unwrapped, so that `xdg-open "$(controller report RUN --open)"` works.
         sys.stdout.write(f"{path}\n")
         return
+    files = f"files: {store.root} (best.json, best_config.json, aggregates.json, report/)"
+    if not out.is_terminal:  # piped or redirected: the Markdown itself, unwrapped
+        sys.stdout.write(path.read_text())
+        console.print(files, soft_wrap=True)
+        return
     out.print(Markdown(path.read_text()))
-    out.print(
-        f"\nfiles: {store.root} (best.json, best_config.json, aggregates.json, report/)  "
-        f"[dim]{datetime.now(UTC):%H:%M:%S}[/]"
-    )
+    out.print(f"\n{files}  [dim]{datetime.now(UTC):%H:%M:%S}[/]")

@@ -109,13 +109,18 @@ def parse_gpus(text: str | None) -> int | list[int] | None:
     """`--gpus` as a count (`1`) or device ids (`0,2`)."""
     if text is None:
         return None
+    msg = f"invalid --gpus {text!r}; give a count like 1 or device ids like 0,2"
     try:
-        if "," in text or text.startswith("["):
-            return [int(x) for x in text.strip("[]").split(",") if x.strip()]
-        return int(text)
+        gpus: int | list[int] = (
+            [int(x) for x in text.strip("[]").split(",") if x.strip()]
+            if "," in text or text.startswith("[")
+            else int(text)
+        )
     except ValueError:
-        msg = f"invalid --gpus {text!r}; give a count like 1 or device ids like 0,2"
         raise BadInputError(msg) from None
+    if min(gpus if isinstance(gpus, list) else [gpus], default=0) < 0:
+        raise BadInputError(msg)
+    return gpus
 
 
 def check_seeds(seeds: int, first: int = 0) -> list[int]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.errors import BadInputError
 from controller.registry import RunConfig
 from controller.store import RunStore, eval_key, guard_key, heldout_key, train_key, write_json_atomic, write_text_atomic
 
@@ -61,3 +62,24 @@ def test_a_run_folder_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert store.root.stat().st_mode & 0o777 == 0o700  # another uid's job cannot read earlier weights
     assert (tmp_path / "runs").stat().st_mode & 0o777 == 0o755  # the runs folder itself stays listable
+
+
+@pytest.mark.parametrize("run_id", ["../escape", "a b", "-x", "a/b", ""])
+def test_a_run_id_that_is_not_one_safe_folder_name_is_refused(tmp_path: Path, run_id: str) -> None:
+    with pytest.raises(BadInputError, match="invalid run id"):
+        RunStore.create(tmp_path / "runs", RunConfig(budget_s=60), run_id or "\n")
+    assert not (tmp_path / "escape").exists()
+
+
+def test_an_existing_run_id_is_refused_and_the_run_left_as_it_was(tmp_path: Path) -> None:
+    store, _ = RunStore.create(tmp_path / "runs", RunConfig(budget_s=60), "r1")
+    before = (store.root / "run.json").read_bytes()
+    with pytest.raises(BadInputError, match=r"already exists.*controller resume r1"):
+        RunStore.create(tmp_path / "runs", RunConfig(budget_s=120), "r1")
+    assert (store.root / "run.json").read_bytes() == before
+
+
+def test_a_runs_dir_that_cannot_be_made_is_one_error_naming_the_flag(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(BadInputError, match="--runs-dir"):
+        RunStore.create(tmp_path / "file" / "runs", RunConfig(budget_s=60), "r1")

@@ -117,7 +117,34 @@ def test_logs_prints_an_attempts_stdout_and_its_verdict(runs_dir: Path) -> None:
 def test_logs_of_an_attempt_that_never_finished_is_one_line(runs_dir: Path) -> None:
     proc = controller("logs", RUN_ID, "--attempt", "99", "--runs-dir", str(runs_dir))
     assert proc.returncode == 2
-    assert "1..6" in one_line_error(proc)
+    line = one_line_error(proc)
+    assert "no attempt 99" in line and "1..6" in line  # a finished run: the attempt will never come
+
+
+def test_a_corrupt_attempt_record_is_one_line_naming_the_file(runs_dir: Path) -> None:
+    (runs_dir / RUN_ID / "attempts" / "0004" / "attempt.json").write_text("{not json")
+    for command in (("logs", RUN_ID, "--attempt", "4"), ("attempts", RUN_ID)):
+        proc = controller(*command, "--runs-dir", str(runs_dir))
+        assert proc.returncode == 2, proc.stderr
+        assert "0004/attempt.json is not a readable AttemptRecord" in one_line_error(proc)
+
+
+def test_a_corrupt_run_state_is_one_line_naming_the_file(runs_dir: Path) -> None:
+    (runs_dir / RUN_ID / "run.json").write_text('{"run_id": 3}')
+    proc = controller("status", RUN_ID, "--runs-dir", str(runs_dir))
+    assert proc.returncode == 2, proc.stderr
+    assert "run.json is not a readable RunState" in one_line_error(proc)
+
+
+def test_a_piped_report_is_the_markdown_itself(runs_dir: Path) -> None:
+    report = runs_dir / RUN_ID / "report"
+    report.mkdir()
+    markdown = "# run\n\n| arm | n |\n|---|---|\n| " + LONG_ARM + " | 3 |\n"
+    (report / "summary.md").write_text(markdown)
+    proc = controller("report", RUN_ID, "--runs-dir", str(runs_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == markdown  # whole arm names, no rich rendering, nothing else on stdout
+    assert "files:" in proc.stderr
 
 
 def test_report_of_a_run_without_one_says_how_to_finish_it(runs_dir: Path) -> None:

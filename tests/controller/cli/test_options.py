@@ -49,6 +49,9 @@ def test_gpus_are_a_count_or_device_ids() -> None:
     assert parse_gpus(None) is None
     with pytest.raises(BadInputError, match="--gpus"):
         parse_gpus("all")
+    for negative in ("-1", "0,-2"):
+        with pytest.raises(BadInputError, match="--gpus"):
+            parse_gpus(negative)
 
 
 def test_one_seed_is_refused_with_the_fix() -> None:
