@@ -37,6 +37,12 @@ def owner_alive(state: RunState) -> bool:
     return owner_is_alive(state.owner_host, state.owner_pid, state.owner_start)
 
 
+def shown_status(state: RunState) -> str:
+    """The status to show a user: a "running" run whose controller died (kill -9, a reboot)
+    is "orphaned", which `controller resume` continues; run.json keeps "running"."""
+    return "orphaned" if state.status == "running" and not owner_alive(state) else state.status
+
+
 @contextmanager
 def signals_interrupt(loop: Interruptible) -> Iterator[None]:
     """SIGINT/SIGTERM kill the run's containers and unwind it as `interrupted`."""

@@ -23,6 +23,7 @@ from rich.segment import Segments
 from rich.table import Table
 from rich.text import Text
 
+from controller.ownership import shown_status
 from controller.registry import AttemptRecord, RunState
 from sandbox.durations import format_duration
 
@@ -200,7 +201,7 @@ def runs_table(states: Sequence[RunState], width: int | None) -> Table:
     rows = [
         [
             escape(state.run_id),
-            state.status,
+            shown_status(state),
             escape(state.config.task),
             state.config.agent,
             str(state.iteration),
@@ -220,7 +221,11 @@ def run_panel(state: RunState, attempts: Sequence[AttemptRecord], width: int | N
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
-    grid.add_row("status", Text(state.status + (f"  ({state.message})" if state.message else "")))
+    status = shown_status(state)
+    note = f"controller pid {state.owner_pid} is gone" if status == "orphaned" else state.message
+    grid.add_row("status", Text(status + (f"  ({note})" if note else "")))
+    if status == "orphaned":
+        grid.add_row("continue", Text(f"controller resume {state.run_id}"))
     grid.add_row("task / agent", Text(f"{config.task} / {config.agent}{' ' + config.model if config.model else ''}"))
     grid.add_row("iteration", f"{state.iteration}  stage: {state.stage}")
     grid.add_row(

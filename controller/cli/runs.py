@@ -358,6 +358,10 @@ def stop(run_id: Annotated[str, typer.Argument(help="The run to stop.")], runs_d
     if state.status != "running":
         msg = f"run {run_id} is not running (status {state.status})"
         raise BadInputError(msg)
+    if not owner_alive(state):
+        gone = f"its controller (pid {state.owner_pid}) is gone"
+        msg = f"run {run_id} is orphaned: {gone}; `controller resume {run_id}` continues it"
+        raise BadInputError(msg)
     store.request_stop()
     out.print(f"stop requested for {run_id}; it will write its report and exit")
 

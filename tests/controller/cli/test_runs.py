@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,28 @@ def test_stop_of_a_running_run_asks_it_to_stop(runs_dir: Path) -> None:
     proc = controller("stop", OTHER_RUN_ID, "--runs-dir", str(runs_dir))
     assert proc.returncode == 0, proc.stderr
     assert RunStore.open(runs_dir, OTHER_RUN_ID).stop_requested()
+
+
+def _orphan(runs_dir: Path) -> None:
+    """OTHER_RUN_ID as a kill -9 leaves it: status running, its owner a process that has exited."""
+    store = RunStore.open(runs_dir, OTHER_RUN_ID)
+    state = store.load_state()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    state.owner_pid = dead.pid
+    store.save_state(state)
+
+
+def test_an_orphaned_run_is_shown_as_such_and_stop_points_at_resume(runs_dir: Path) -> None:
+    _orphan(runs_dir)
+    proc = controller("stop", OTHER_RUN_ID, "--runs-dir", str(runs_dir))
+    assert proc.returncode == 2
+    assert "orphaned" in one_line_error(proc) and f"controller resume {OTHER_RUN_ID}" in one_line_error(proc)
+    assert not RunStore.open(runs_dir, OTHER_RUN_ID).stop_requested()
+    listed = controller("status", "--runs-dir", str(runs_dir))
+    assert listed.returncode == 0 and "orphaned" in listed.stdout
+    panel = controller("status", OTHER_RUN_ID, "--once", "--runs-dir", str(runs_dir))
+    assert panel.returncode == 0 and f"controller resume {OTHER_RUN_ID}" in " ".join(panel.stdout.split())
 
 
 def test_resume_of_a_finished_run_points_at_its_report(runs_dir: Path) -> None:
