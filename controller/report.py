@@ -72,7 +72,8 @@ def aggregates(results: Results) -> dict[str, Any]:
     comparisons: dict[str, Any] = {}
     for outcome in results.history:
         family = {n: s for n, s in stats.items() if n in outcome.arm_means or n == "baseline"}
-        comparisons.update({n: c.model_dump() for n, c in compare_family(family, "baseline").items()})
+        family_p = compare_family(family, "baseline", results.task.metric.higher_is_better)
+        comparisons.update({n: c.model_dump() for n, c in family_p.items()})
     arms: dict[str, Any] = {}
     for name, arm in results.arms.items():
         if name not in stats:

@@ -5,7 +5,9 @@ Rules that keep selection from being won by luck:
 - an arm is eligible (best so far, the `target` stopping rule, the test split) only with
   every one of the run's seeds scored, and never with fewer than MIN_SELECTION_SEEDS;
 - every arm compared with the baseline in one iteration is one family: its Welch p-values
-  are Holm-corrected, and "supported" needs the corrected p below alpha;
+  are Holm-corrected for improvement (an arm that did worse ranks last, with p 1, so that
+  sabotaging some arms cannot lighten the others' correction), and "supported" needs the
+  corrected p below alpha;
 - bounded metrics (accuracy) have their intervals clipped to the range.
 """
 
@@ -81,13 +83,30 @@ def choose_best(
     return max(eligible, key=lambda c: c[1].mean if higher_is_better else -c[1].mean)
 
 
-def compare_family(stats: Mapping[str, ArmStats], baseline: str) -> dict[str, Comparison]:
-    """Every other arm against the baseline, Welch p-values Holm-corrected as one family."""
+def improvement_p(comparison: Comparison, higher_is_better: bool = True) -> float | None:
+    """The p-value a family corrects for a claim of improvement: Welch's (two-sided, so
+    conservative for the one-sided claim) where the arm did better, 1 where it did worse.
+
+    Holm steps down from the smallest p: an arm that is significantly *worse* would otherwise
+    take the strictest rank and lighten the correction of every other arm. Generated code
+    that recognises its ablation arms could sabotage them on purpose and turn its own
+    unsupported novelty into a supported one; with this, a worse arm ranks last.
+    """
+    if comparison.p_value is None:
+        return None
+    better = comparison.diff > 0 if higher_is_better else comparison.diff < 0
+    return comparison.p_value if better else 1.0
+
+
+def compare_family(
+    stats: Mapping[str, ArmStats], baseline: str, higher_is_better: bool = True
+) -> dict[str, Comparison]:
+    """Every other arm against the baseline; for improvement, Holm-corrected as one family."""
     base = stats.get(baseline)
     if base is None:
         return {}
     raw = {name: compare(arm, base) for name, arm in stats.items() if name != baseline}
-    adjusted = holm({name: c.p_value for name, c in raw.items()})
+    adjusted = holm({name: improvement_p(c, higher_is_better) for name, c in raw.items()})
     return {name: c.with_holm(adjusted[name]) for name, c in raw.items()}
 
 
@@ -126,7 +145,7 @@ def attribute(
         tests[component, "carries"] = compare(novelty, stats[arm])
         if base is not None:
             tests[component, "not needed"] = compare(stats[arm], base)
-    adjusted = holm({f"{c}|{kind}": t.p_value for (c, kind), t in tests.items()})
+    adjusted = holm({f"{c}|{kind}": improvement_p(t, higher_is_better) for (c, kind), t in tests.items()})
     shown = {
         key
         for key, t in tests.items()
@@ -184,7 +203,7 @@ def judge(
     """An iteration's verdict from its arms' statistics: the family of comparisons against the
     baseline (Holm-corrected), supported or not, the first look at the ablations, and for a
     null result whether its CI rules the claim out."""
-    comparisons = compare_family(stats, "baseline")
+    comparisons = compare_family(stats, "baseline", higher_is_better)
     novelty = comparisons.get(f"novelty:{hypothesis.id}")
     supported = novelty is not None and novelty.supported(hypothesis.success_threshold, higher_is_better)
     baseline = stats.get("baseline")

@@ -59,6 +59,26 @@ def test_an_arm_is_never_selected_on_one_seed() -> None:
     assert choose_best([(_arm("lucky"), lucky)], required_seeds([0]), higher_is_better=True) is None
 
 
+def test_sabotaged_arms_cannot_lighten_the_novelty_correction() -> None:
+    # Generated code that recognises its ablation arms (the other slots are the baseline's)
+    # could wreck them: two arms far worse than the baseline would take Holm's strictest
+    # ranks and leave the novelty's raw p uncorrected. A worse arm ranks last instead.
+    base = summarize("baseline", [0.900, 0.905, 0.895, 0.902, 0.898])
+    novelty = summarize("novelty:x", [0.911, 0.904, 0.914, 0.909, 0.901])
+    honest = [summarize(f"ablation:x-no-{c}", [0.901, 0.906, 0.897, 0.899, 0.903]) for c in "ab"]
+    wrecked = [summarize(f"ablation:x-no-{c}", [0.50, 0.51, 0.49, 0.505, 0.495]) for c in "ab"]
+    verdicts = []
+    for ablations in (honest, wrecked):
+        family = compare_family({"baseline": base, "novelty:x": novelty, **{a.arm: a for a in ablations}}, "baseline")
+        verdicts.append(family["novelty:x"])
+        assert all(family[a.arm].p_holm == 1.0 for a in ablations if family[a.arm].diff < 0)
+    assert verdicts[0].p_value is not None and 0.0167 < verdicts[0].p_value < 0.05  # supported only if uncorrected
+    assert verdicts[1].p_holm == verdicts[0].p_holm == pytest.approx(3 * verdicts[0].p_value)
+    assert not verdicts[1].supported(0.005)
+    lower = compare_family({"baseline": base, "novelty:x": novelty}, "baseline", higher_is_better=False)
+    assert lower["novelty:x"].p_holm == 1.0  # for a loss, a higher mean is no improvement
+
+
 def test_holm_adjusts_and_keeps_the_order() -> None:
     adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None})
     assert adjusted == {"a": pytest.approx(0.03), "c": pytest.approx(0.06), "b": pytest.approx(0.06), "d": None}
