@@ -40,6 +40,7 @@ from controller.selection import (
     counted,
     judge,
     needs_retest,
+    repeated_seeds,
     required_seeds,
 )
 from controller.sizing import Room, Sizing, baseline_sd, estimated_pair_s, retest_seeds, size_iteration
@@ -120,9 +121,7 @@ class ResearchLoop:
             self.state.status = "interrupted"
             self.state.message = "interrupted: containers killed; `controller resume` continues"
             self.attempts.save()
-            self.write_progress(
-                "interrupted before the test split was evaluated; `controller resume` finishes", force=True
-            )
+            self.write_progress("interrupted before the test split was scored; `controller resume` ends it", force=True)
             raise
         except StopRequestedError:
             status = "stopped"
@@ -278,7 +277,9 @@ class ResearchLoop:
         with self.attempts.lock:
             self.scores.setdefault(arm.key, {})[seed] = record
             self._update_best()
-        flag = f"  [SUSPECT: not counted] {record.suspect_reason}" if record.suspect else ""
+            twin = repeated_seeds(self.scores[arm.key]).get(seed)
+        why = record.suspect_reason if record.suspect else None if twin is None else f"same predictions as seed {twin}"
+        flag = f"  [SUSPECT: not counted] {why}" if why else ""
         self.ctx.progress(
             f"  {arm.name} seed {seed}: host-scored val {self.task.metric.name} {record.host_score:.4f}{flag}"
         )

@@ -191,6 +191,9 @@ class AttemptRecord(BaseModel):
     telemetry_score: float | None = None
     suspect: bool = False
     suspect_reason: str | None = None
+    predictions_digest: str | None = None
+    """sha256 of a validation job's predictions: two seeds of one arm that predict exactly alike
+    had their seed pinned (a seed that never reaches the model fakes a zero spread)."""
     outputs: str | None = None
     """Folder (relative to the attempt) holding what the job wrote, if kept."""
     result: AttemptResult

@@ -22,7 +22,7 @@ from controller.agents.base import IterationOutcome
 from controller.llm import LLMClient
 from controller.plan import Arm
 from controller.registry import AttemptRecord, RunState
-from controller.selection import arm_stats, compare_family, counted, eligible, metric_bounds
+from controller.selection import arm_stats, compare_family, counted, eligible, metric_bounds, repeated_seeds
 from controller.stats import ArmStats, summarize
 from controller.store import RunStore, guard_key, train_key, write_text_atomic
 from controller.tasks import Task
@@ -79,6 +79,7 @@ def aggregates(results: Results) -> dict[str, Any]:
         if name not in stats:
             continue
         records = results.scores.get(arm.key, {})
+        repeated = repeated_seeds(records)
         entry: dict[str, Any] = {
             "arm_key": arm.key,
             "hyper": arm.hyper,
@@ -86,7 +87,8 @@ def aggregates(results: Results) -> dict[str, Any]:
             "validation": stats[name].model_dump(),
             "eligible": eligible(records, results.state.config.seeds),
             "attempts": {str(seed): rec.number for seed, rec in sorted(records.items())},
-            "suspect_attempts": [rec.number for rec in records.values() if rec.suspect],
+            "suspect_attempts": [r.number for seed, r in sorted(records.items()) if r.suspect or seed in repeated],
+            "repeated_seeds": {str(seed): earlier for seed, earlier in repeated.items()},
         }
         if name in comparisons:
             entry["vs_baseline"] = comparisons[name]

@@ -36,12 +36,35 @@ def required_seeds(seeds: list[int]) -> int:
 
 
 def counted(records: Mapping[int, AttemptRecord]) -> dict[int, float]:
-    """Host scores by seed, suspect attempts left out."""
+    """Host scores by seed, suspect attempts and `repeated_seeds` left out."""
+    repeated = repeated_seeds(records)
     return {
         seed: record.host_score
         for seed, record in sorted(records.items())
-        if record.host_score is not None and not record.suspect
+        if record.host_score is not None and not record.suspect and seed not in repeated
     }
+
+
+def repeated_seeds(records: Mapping[int, AttemptRecord]) -> dict[int, int]:
+    """Seeds whose validation predictions are exactly an earlier seed's -> that earlier seed.
+
+    Training code runs generated modules after the trusted seeding; a module that re-seeds
+    torch (or swaps its generator) makes every seed train the same model, and an arm whose
+    spread is zero wins any Welch test by a hair. Honest seeds differ in initialisation and
+    data order, so their predictions on the validation split differ somewhere; identical
+    ones count once, and the arm then lacks seeds to be selected or supported.
+    """
+    first: dict[str, int] = {}
+    repeated: dict[int, int] = {}
+    for seed, record in sorted(records.items()):
+        digest = record.predictions_digest
+        if digest is None or record.host_score is None or record.suspect:
+            continue
+        if digest in first:
+            repeated[seed] = first[digest]
+        else:
+            first[digest] = seed
+    return repeated
 
 
 def eligible(records: Mapping[int, AttemptRecord], seeds: Collection[int]) -> bool:

@@ -7,6 +7,7 @@ is the loop's decision.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -187,6 +188,9 @@ class Trial:
         per_model = {name: accuracy(p, labels[split]) for name, p in predictions.items()}
         mean = sum(per_model.values()) / len(per_model)
         update: dict[str, Any] = {"host_scores": per_model, "host_score": mean, "score_split": split}
+        if len(predictions) == 1:
+            (only,) = predictions.values()
+            update["predictions_digest"] = hashlib.sha256(json.dumps(only).encode()).hexdigest()
         if train is not None and train.telemetry_score is not None:
             claim = train.telemetry_score
             update["telemetry_score"] = claim

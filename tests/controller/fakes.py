@@ -195,8 +195,8 @@ class FakeSandbox(Sandbox):
         predictions = {}
         for name in config["models"]:
             q = struct.unpack("d", job.files[f"models/{name}.pt"])[0]
-            right = round(q * N_LABELS)
-            predictions[name] = [t if i < right else (t + 1) % 10 for i, t in enumerate(truth)]
+            right, offset = round(q * N_LABELS), int(name.removeprefix("s"))  # honest seeds err in different places
+            predictions[name] = [t if (i + offset) % N_LABELS < right else (t + 1) % 10 for i, t in enumerate(truth)]
         return Canned(files={"out/predictions.json": json.dumps({"predictions": predictions}).encode()})
 
 

@@ -21,7 +21,7 @@ from controller.wiring import stage_policies
 from sandbox.base import Job
 from sandbox.events import ExceptionEvent, Frame, MetricEvent, StageEvent
 from sandbox.results import Status
-from tests.controller.fakes import TASK, Canned, FakeSandbox, SimulatedKill, attempt_calls, make_loop
+from tests.controller.fakes import N_LABELS, TASK, Canned, FakeSandbox, SimulatedKill, attempt_calls, make_loop
 
 
 def test_a_full_run_fills_the_registry_and_reports_a_host_scored_test_number(tmp_path: Path) -> None:
@@ -226,6 +226,22 @@ def test_resume_after_a_crash_loses_nothing_and_reruns_nothing(tmp_path: Path) -
     assert attempt_calls(resumed) == attempt_calls(reference) - 9  # nothing rerun
     assert len(after) == attempt_calls(reference)
     assert state.status == "finished"
+
+
+def test_seeds_that_predict_exactly_alike_count_once(tmp_path: Path) -> None:
+    # A module that pins the RNG trains one model whatever the seed: a zero spread would win
+    # any Welch test by a hair. Its repeated seeds are not counted and the arm is not eligible.
+    same = [i % 10 if i % 9 else (i + 1) % 10 for i in range(N_LABELS)]
+    pinned = [Canned(files={"out/predictions.json": json.dumps({"predictions": {f"s{s}": same}}).encode()}) for s in (0, 1)]
+    sandbox = FakeSandbox()
+    sandbox.script("predict", *pinned, then_honest=True)
+    loop = make_loop(tmp_path, sandbox, seeds=3)
+    loop.run()
+    evals = [r for r in loop.store.attempts() if r.kind == "eval" and r.arm == "baseline"]
+    assert evals[0].predictions_digest == evals[1].predictions_digest != evals[2].predictions_digest
+    baseline = json.loads((loop.store.root / "aggregates.json").read_text())["arms"]["baseline"]
+    assert baseline["validation"]["n"] == 2 and baseline["eligible"] is False
+    assert baseline["repeated_seeds"] == {"1": 0} and baseline["suspect_attempts"] == [evals[1].number]
 
 
 def test_a_suspect_claim_is_flagged_and_never_counted(tmp_path: Path) -> None:

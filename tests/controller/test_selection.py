@@ -9,7 +9,16 @@ import pytest
 
 from controller.plan import Arm
 from controller.registry import AttemptRecord
-from controller.selection import arm_stats, choose_best, choose_eligible, compare_family, eligible, required_seeds
+from controller.selection import (
+    arm_stats,
+    choose_best,
+    choose_eligible,
+    compare_family,
+    counted,
+    eligible,
+    repeated_seeds,
+    required_seeds,
+)
 from controller.stats import ArmStats, holm, summarize
 from sandbox.policy import Policy
 from sandbox.results import AttemptResult, Status
@@ -48,6 +57,14 @@ def test_eligibility_needs_every_run_seed_not_merely_as_many() -> None:
     chosen = choose_eligible(arms, scores, stats, [0, 1, 2], higher_is_better=True)
     assert chosen is not None and chosen[0].name == "full"
     assert choose_eligible(arms[:1], scores, stats, [0, 1, 2], higher_is_better=True) is None
+
+
+def test_seeds_with_identical_predictions_count_once() -> None:
+    records = {s: _record(s, 0.95).model_copy(update={"predictions_digest": "same"}) for s in (0, 1, 2)}
+    records[3] = _record(3, 0.93).model_copy(update={"predictions_digest": "other"})
+    records[4] = _record(4, 0.94)  # no digest (a record from before digests): counted as it is
+    assert repeated_seeds(records) == {1: 0, 2: 0}
+    assert list(counted(records)) == [0, 3, 4] and not eligible(records, [0, 1, 2])
 
 
 def test_an_arm_is_never_selected_on_one_seed() -> None:
