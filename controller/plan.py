@@ -6,10 +6,24 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 Value = float | int | str
 Hyper = dict[str, Value]
+RESERVED_HYPER = frozenset(
+    {"holdout_fraction", "seed", "data_dir", "threads", "models", "input_shape", "num_classes", "mean", "std"}
+)
+"""Job settings the loop owns: what data a job sees and how it is checked. A hypothesis
+that set `holdout_fraction: 0` would train its novelty on the baseline's holdout and switch
+off the check of its telemetry; none of these is a hyperparameter to test."""
+
+
+def check_hyper(hyper: Hyper) -> Hyper:
+    """Raise ValueError naming any reserved key."""
+    if reserved := sorted(RESERVED_HYPER & hyper.keys()):
+        msg = f"hyper may not set {', '.join(reserved)}: the loop owns them (what data a job sees, how it is checked)"
+        raise ValueError(msg)
+    return hyper
 AblationDimension = str
 """optimizer, scheduler, or a task slot with a suite of alternatives (augment, head)."""
 DIMENSION_VALUES: dict[str, tuple[str, ...]] = {
@@ -41,7 +55,7 @@ class Hypothesis(BaseModel):
     """What is claimed, in a sentence."""
     modules: dict[str, str] = Field(default_factory=dict)
     """slot -> description of the module to write for it (the novelty's code components)."""
-    hyper: Hyper = Field(default_factory=dict)
+    hyper: Annotated[Hyper, AfterValidator(check_hyper)] = Field(default_factory=dict)
     """Hyperparameter changes (lr, width, epochs ...) relative to the task defaults."""
     success_threshold: float = 0.005
     """Minimum improvement of the mean over the baseline for the hypothesis to hold (besides

@@ -18,7 +18,7 @@ import structlog
 from controller.attempts import AttemptRunner, JobSpec, harness
 from controller.data import PUBLIC_DATA_MOUNT, RunData
 from controller.matrix import baseline_modules, grid_points, tag, task_defaults
-from controller.plan import Arm, Hyper, Hypothesis, ModuleCode, Value
+from controller.plan import RESERVED_HYPER, Arm, Hyper, Hypothesis, ModuleCode, Value
 from controller.registry import AttemptKind, AttemptRecord, RunConfig
 from controller.scoring import InvalidPredictionsError, accuracy, is_suspect, load_predictions, telemetry_claim
 from controller.store import WEIGHTS, eval_key, heldout_key, train_key
@@ -214,7 +214,7 @@ class Trial:
         return {
             **self.task.defaults,
             "arch": self.config.arch,
-            **arm.hyper,
+            **{k: v for k, v in arm.hyper.items() if k not in RESERVED_HYPER},  # as recorded arms may hold
             "seed": seed,
             **self.data.shape(),
             "threads": max(1, int(self.train_policy.cpus)),

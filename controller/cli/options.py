@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from controller.errors import BadInputError
+from controller.plan import RESERVED_HYPER
 from sandbox.durations import parse_duration
 
 RunsDir = Annotated[
@@ -100,6 +101,9 @@ def parse_grid(text: str, flag: str) -> dict[str, list[float | int | str]]:
         items = [_scalar(v.strip()) for v in values.split(",") if v.strip()]
         if not sep or not key.strip() or not items:
             msg = f"{flag}: cannot read {part!r}; write it like lr=0.003,0.006;arch=cnn,resnet18"
+            raise BadInputError(msg)
+        if key.strip() in RESERVED_HYPER:
+            msg = f"{flag}: {key.strip()} is the loop's to set (what data a job sees, how it is checked), not a variant"
             raise BadInputError(msg)
         grid[key.strip()] = items
     return grid

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.plan import Arm
+from controller.plan import Arm, Hypothesis
 from controller.registry import AttemptRecord
 from controller.selection import (
     arm_stats,
@@ -94,6 +94,19 @@ def test_sabotaged_arms_cannot_lighten_the_novelty_correction() -> None:
     assert not verdicts[1].supported(0.005)
     lower = compare_family({"baseline": base, "novelty:x": novelty}, "baseline", higher_is_better=False)
     assert lower["novelty:x"].p_holm == 1.0  # for a loss, a higher mean is no improvement
+
+
+def test_a_hypothesis_may_not_set_what_the_loop_owns(tmp_path: Path) -> None:
+    # holdout_fraction 0 would train the novelty on the baseline's holdout and switch off the
+    # check of its telemetry.
+    with pytest.raises(ValueError, match="hyper may not set holdout_fraction"):
+        Hypothesis(id="more-data", statement="s", hyper={"lr": 0.01, "holdout_fraction": 0})
+    assert Hypothesis(id="ok", statement="s", hyper={"lr": 0.01, "arch": "resnet18"}).hyper["arch"] == "resnet18"
+    loop = make_loop(tmp_path, FakeSandbox(), seeds=2)
+    recorded = Arm(name="novelty:old", modules={}, hyper={"lr": 0.01, "holdout_fraction": 0.0, "seed": 99})
+    config = loop.trial.config_for(recorded, 3)  # an arm recorded before the rule: the loop's values win
+    assert config["holdout_fraction"] == loop.task.defaults["holdout_fraction"] and config["seed"] == 3
+    assert config["lr"] == 0.01
 
 
 def test_holm_adjusts_and_keeps_the_order() -> None:

@@ -54,6 +54,12 @@ def test_gpus_are_a_count_or_device_ids() -> None:
             parse_gpus(negative)
 
 
+def test_a_grid_may_not_vary_what_the_loop_owns() -> None:
+    assert parse_grid("lr=0.003,0.006;arch=cnn,resnet18", "--matrix") == {"lr": [0.003, 0.006], "arch": ["cnn", "resnet18"]}
+    with pytest.raises(BadInputError, match="holdout_fraction is the loop's"):
+        parse_grid("holdout_fraction=0,0.1", "--sweep")
+
+
 def test_one_seed_is_refused_with_the_fix() -> None:
     with pytest.raises(BadInputError, match=r"--seeds 2 or more"):
         check_seeds(1)
