@@ -109,8 +109,8 @@ def integrity_of(sandbox: Sandbox, config: RunConfig) -> Literal["sealed", "weak
             why = f"cannot keep jobs that run at once (--parallel {config.parallel}) away from each other"
             fix = "use the docker backend, run with --parallel 1"
         else:
-            why = "cannot keep jobs away from the run's private labels here (it cannot run them as another user)"
-            fix = "use the docker backend, run as root"
+            why = f"cannot keep jobs away from the run's private labels here ({sandbox.why_not_sealed})"
+            fix = "or use the docker backend"
         msg = f"the {sandbox.name} backend {why}; {fix}, or pass --allow-weaker to accept numbers that are not sealed"
         raise BadInputError(msg)
     log.warning("integrity.weaker", backend=sandbox.name)

@@ -62,6 +62,11 @@ class Sandbox(ABC):
         return False
 
     @property
+    def why_not_sealed(self) -> str:
+        """When `seals_host_files` is False, why, with what would fix it (one clause)."""
+        return "it cannot run jobs as another user"
+
+    @property
     def isolates_concurrent_jobs(self) -> bool:
         """Whether jobs that run at once cannot see nor touch each other.
 

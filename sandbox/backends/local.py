@@ -129,6 +129,16 @@ class LocalSandbox(Sandbox):
         """
         return self._can_drop
 
+    @property
+    @override
+    def why_not_sealed(self) -> str:
+        if self._is_root:
+            return (
+                f"jobs run as root: {self.python} cannot be run by an unprivileged uid; "
+                "use an interpreter outside /root (e.g. a venv under /opt)"
+            )
+        return "jobs run as this very uid; run the controller as root"
+
     def check_policy(self, policy: Policy) -> None:
         """Raise WeakerIsolationError when the policy cannot be honoured and that is not allowed."""
         gaps = self.unenforced(policy)

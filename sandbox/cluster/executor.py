@@ -184,6 +184,11 @@ class RaySandbox(Sandbox):
 
     @property
     @override
+    def why_not_sealed(self) -> str:
+        return "its nodes run jobs on the local backend, which this host cannot vouch for; use --backend docker"
+
+    @property
+    @override
     def isolates_concurrent_jobs(self) -> bool:
         """As the nodes' backend: Docker isolates concurrent jobs, the local backend does not."""
         return self.backend.type == "docker"

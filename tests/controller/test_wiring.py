@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ class LeakySandbox(FakeSandbox):
 
 def test_a_backend_that_cannot_seal_the_labels_is_refused_unless_allowed(tmp_path: Path) -> None:
     strict = RunConfig(budget_s=600)
+    with pytest.raises(BadInputError, match=r"\(it cannot run jobs as another user\); or use the docker backend"):
+        integrity_of(LeakySandbox(), strict)
     with pytest.raises(BadInputError, match="--allow-weaker"):
         integrity_of(LeakySandbox(), strict)
     assert integrity_of(LeakySandbox(), strict.model_copy(update={"allow_weaker": True})) == "weaker"
@@ -59,6 +62,7 @@ def test_the_local_backend_reports_whether_it_can_seal(tmp_path: Path) -> None:
     local = LocalSandbox(allow_weaker=True)
     verdict = "sealed" if local.seals_host_files else "weaker"
     assert integrity_of(local, RunConfig(budget_s=60, backend="local", allow_weaker=True)) == verdict
-    if not local.seals_host_files:  # it cannot run jobs as another user here: refused without the flag
-        with pytest.raises(BadInputError):
+    if not local.seals_host_files:  # it cannot run jobs as another user here: refused, saying why
+        fix = "an interpreter outside /root" if os.geteuid() == 0 else "run the controller as root"
+        with pytest.raises(BadInputError, match=fix):
             integrity_of(local, RunConfig(budget_s=60, backend="local"))
