@@ -39,7 +39,7 @@ def run_checks(
         checks.append(Check("engine", "fail", engine.error or "", "start dockerd (`make run` does) or set DOCKER_HOST"))
     else:
         checks.append(Check("engine", "ok", f"Docker {engine.version} at {engine.address}"))
-        checks.extend(_image_checks(engine, with_controller_image))
+        checks.extend(image_checks(engine, with_controller_image))
         checks.append(_container_check(engine))
         checks.append(_disk_check(engine))
         checks.append(_gpu_runtime_check(engine))
@@ -69,7 +69,7 @@ def cluster_checks(address: str | None) -> list[Check]:
     return checks
 
 
-def _image_checks(engine: EngineHealth, with_controller_image: bool) -> list[Check]:
+def image_checks(engine: EngineHealth, with_controller_image: bool) -> list[Check]:
     rows = []
     for state in check_images(engine, with_controller=with_controller_image):
         name = f"image {state.tag}"
@@ -77,10 +77,13 @@ def _image_checks(engine: EngineHealth, with_controller_image: bool) -> list[Che
             rows.append(Check(name, "fail", f"cannot look it up: {state.error}", "see the engine row; then rerun"))
         elif state.current:
             rows.append(Check(name, "ok", f"current (inputs {state.expected_hash[:12]})"))
-        elif state.present:
-            rows.append(Check(name, "fail", "present but stale", "run `controller images build`"))
         else:
-            rows.append(Check(name, "fail", "missing", "run `controller images build`"))
+            # The controller's own image only runs the controller in a container: a native
+            # user's runs do not need it, so it warns instead of failing the doctor.
+            level = "fail" if state.required else "warn"
+            why = "present but stale" if state.present else "missing"
+            why += "" if state.required else " (only needed to run the controller in a container)"
+            rows.append(Check(name, level, why, "run `controller images build`"))
     return rows
 
 

@@ -18,7 +18,7 @@ from sandbox.backends.docker import (
     check_images,
     image_state,
 )
-from sandbox.backends.docker.images import HASH_LABEL
+from sandbox.backends.docker.images import CONTROLLER, HASH_LABEL
 from sandbox.errors import SandboxUnavailableError
 from tests.sandbox.fake_docker import FakeDockerClient
 
@@ -84,3 +84,13 @@ def test_a_real_engine_passes_every_check(docker_client: Any) -> None:
     probe = check_container(engine)
     assert probe.ok, probe.detail
     assert probe.uid == "1000" and "as uid 1000" in probe.detail
+
+
+def test_only_the_runner_image_is_required_for_runs() -> None:
+    client = FakeDockerClient()
+    client.images.tags[RUNNER.tag] = {HASH_LABEL: "stale"}
+    client.images.tags[CONTROLLER.tag] = {HASH_LABEL: "stale"}
+    runner, controller = check_images(EngineHealth(address="fake", client=client))
+    assert runner.present and not runner.current and runner.required
+    assert controller.present and not controller.current and not controller.required
+

@@ -7,7 +7,7 @@ The engine handle travels inside `EngineHealth`, so callers never touch a docker
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -99,8 +99,10 @@ def check_images(engine: EngineHealth, *, with_controller: bool = True) -> list[
     """The runner image's state (and the controller's): missing, stale, current or unknown."""
     specs: list[ImageSpec] = [RUNNER, CONTROLLER] if with_controller else [RUNNER]
     if not engine.reachable:
-        return [_unknown(spec, engine.error or "engine unreachable") for spec in specs]
-    return [image_state(engine.client, spec) for spec in specs]
+        states = [_unknown(spec, engine.error or "engine unreachable") for spec in specs]
+    else:
+        states = [image_state(engine.client, spec) for spec in specs]
+    return [replace(state, required=spec is not CONTROLLER) for spec, state in zip(specs, states, strict=True)]
 
 
 def _unknown(spec: ImageSpec, error: str) -> ImageState:

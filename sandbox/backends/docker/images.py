@@ -128,6 +128,8 @@ class ImageState:
     error: str | None = None
     """Set when the engine failed to answer (unreachable, or another engine error): then
     `present` is False because it is unknown, not because the image is missing."""
+    required: bool = True
+    """Whether runs need it; the controller's image only runs the controller in a container."""
 
 
 def image_state(client: Any, spec: ImageSpec) -> ImageState:
