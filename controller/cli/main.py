@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         code = command.main(args=argv, prog_name="controller", standalone_mode=False)
     except TyperException as exc:
         ctx = getattr(exc, "ctx", None)
-        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
-            print(ctx.get_help(), file=sys.stderr)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            pass  # typer has printed the help already (exit status 2, as click's usage errors)
         else:
             where = ctx.command_path if ctx is not None else "controller"
             console.print(

@@ -101,3 +101,10 @@ def test_a_bug_is_one_line_that_says_how_to_get_the_traceback(
     err = capsys.readouterr().err
     assert err.startswith("internal error: KeyError") and "SANDLAB_DEBUG=1" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [[], ["sandbox"], ["images"]])
+def test_a_bare_group_prints_its_help_once_and_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("Usage:") == 1
