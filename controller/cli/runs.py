@@ -162,7 +162,9 @@ def start(
     ] = 1.0,
     arch: Annotated[str, typer.Option(help="Model trunk: cnn or resnet18.")] = "cnn",
     matrix: Annotated[str | None, typer.Option(help="Cross every arm: 'arch=cnn,resnet18;lr=0.003,0.006'.")] = None,
-    ablate: Annotated[str | None, typer.Option(help="Systematic ablation dimensions: optimizer,scheduler.")] = None,
+    ablate: Annotated[
+        str | None, typer.Option(help="Systematic ablation dimensions: optimizer, scheduler, augment, head.")
+    ] = None,
     sweep: Annotated[str | None, typer.Option(help="Sweep the novelty first, keep the best: 'lr=0.001,0.003'.")] = None,
     pretrained: Annotated[
         Path | None, typer.Option(help="Local trunk weights (resnet18); never downloaded.", exists=True, dir_okay=False)
