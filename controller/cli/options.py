@@ -72,14 +72,18 @@ def parse_duration_arg(text: str, flag: str) -> float:
 
 
 def parse_usd(text: str, flag: str) -> float:
-    """Dollar amounts as users write them: 5usd, $5, 5, 0.50usd."""
+    """A dollar cap as users write it (5usd, $5, 5, 0.50usd); above 0, since a cap of 0 ends
+    the run (or iteration) before its first job: caps are checked as `spent >= cap`."""
     raw = text.strip().lower().removeprefix("$").removesuffix("usd").strip()
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if value < 0:
+    if not value >= 0:  # also NaN
         msg = f"{flag}: invalid amount {text!r}; write it like 5usd or 0.5"
+        raise BadInputError(msg)
+    if value == 0:
+        msg = f"{flag}: {text!r} would end every run or iteration before it starts; give an amount like 0.5usd"
         raise BadInputError(msg)
     return value
 
@@ -187,7 +191,4 @@ def parse_iteration_limits(
         "repairs_per_module": _count(repairs, flags["repairs_per_module"], 0),
         "attempts": _count(attempts, flags["attempts"], 1),
     }
-    if parsed["cost_usd"] == 0:
-        msg = f"{flags['cost_usd']}: 0 would end every iteration before it starts; give an amount like 0.5usd"
-        raise BadInputError(msg)
     return {key: value for key, value in parsed.items() if value is not None}

@@ -54,6 +54,12 @@ def test_gpus_are_a_count_or_device_ids() -> None:
             parse_gpus(negative)
 
 
+def test_a_dollar_cap_of_zero_is_refused_with_the_fix() -> None:
+    for flag in ("--max-cost", "--iteration-cost"):
+        with pytest.raises(BadInputError, match="before it starts; give an amount like 0.5usd"):
+            parse_usd("0usd", flag)
+
+
 def test_a_grid_may_not_vary_what_the_loop_owns() -> None:
     assert parse_grid("lr=0.003,0.006;arch=cnn,resnet18", "--matrix") == {"lr": [0.003, 0.006], "arch": ["cnn", "resnet18"]}
     with pytest.raises(BadInputError, match="holdout_fraction is the loop's"):
