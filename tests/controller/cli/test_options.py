@@ -56,7 +56,7 @@ def test_gpus_are_a_count_or_device_ids() -> None:
 
 def test_a_dollar_cap_of_zero_is_refused_with_the_fix() -> None:
     for flag in ("--max-cost", "--iteration-cost"):
-        with pytest.raises(BadInputError, match="before it starts; give an amount like 0.5usd"):
+        with pytest.raises(BadInputError, match=r"before it starts; give an amount like 0\.5usd"):
             parse_usd("0usd", flag)
 
 
