@@ -63,6 +63,8 @@ def sandbox_exec(
     if timeout is not None:
         overrides["timeout"] = parse_duration_arg(timeout, "--timeout")
     parsed_gpus = parse_gpus(gpus)
+    if parsed_gpus:
+        _check_gpus_here(parsed_gpus)
     if parsed_gpus is not None:
         overrides["gpus"] = parsed_gpus
     loaded = loaded.with_overrides(**overrides) if overrides else loaded
@@ -80,16 +82,31 @@ def sandbox_exec(
     else:
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
-        colour = "green" if result.ok else "red"
-        console.print(
-            f"[{colour}]{result.status}[/] exit={result.exit_code} {result.reason or ''} ({result.duration_s:.2f}s)",
-            highlight=False,
-        )
+        if result.status is not Status.infra_error:  # an infrastructure failure is the one error line below
+            colour = "green" if result.ok else "red"
+            verdict = f"exit={result.exit_code} {result.reason or ''} ({result.duration_s:.2f}s)"
+            console.print(f"[{colour}]{result.status}[/] {verdict}", highlight=False)
     if result.status is Status.infra_error:
         if not json_output:
-            console.print(f"[bold red]error:[/] {result.reason}", highlight=False)
+            console.print(f"[bold red]error:[/] {result.reason}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     raise typer.Exit(0 if result.ok else 1)
+
+
+def _check_gpus_here(wanted: int | list[int]) -> None:
+    """`--gpus` names GPUs this host has, before any container is made (the engine's own
+    error for a missing device comes after creating one, and names a driver, not the fix)."""
+    from sandbox.gpus import detect_gpus
+
+    present = [gpu.index for gpu in detect_gpus()]
+    seen = f"it has {', '.join(map(str, present))}" if present else "nvidia-smi finds none"
+    if isinstance(wanted, list) and (missing := sorted(set(wanted) - set(present))):
+        ids = ", ".join(map(str, missing))
+        msg = f"--gpus: no GPU {ids} on this host ({seen}); pass ids it has, or leave --gpus out"
+        raise BadInputError(msg)
+    if isinstance(wanted, int) and wanted > len(present):
+        msg = f"--gpus {wanted}: this host has {len(present)} GPU(s) ({seen}); ask for fewer, or leave --gpus out"
+        raise BadInputError(msg)
 
 
 def _make_sandbox(backend: str, allow_weaker: bool) -> Sandbox:

@@ -31,6 +31,14 @@ def test_unknown_backend_is_one_line_and_exit_2() -> None:
     assert "use docker or local" in one_line_error(proc)
 
 
+@pytest.mark.parametrize(("gpus", "said"), [("0,99", "no GPU"), ("64", "--gpus 64: this host has")])
+def test_gpus_this_host_does_not_have_are_one_line_before_any_job(gpus: str, said: str) -> None:
+    proc = controller(*LOCAL, "--gpus", gpus, "--", "python3", "-c", "print('ran')")
+    assert proc.returncode == 2 and "ran" not in proc.stdout
+    line = one_line_error(proc)
+    assert said in line and "leave --gpus out" in line
+
+
 def test_reap_before_a_run_warns_with_the_reason_when_the_engine_is_away(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
