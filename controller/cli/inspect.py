@@ -64,6 +64,9 @@ def status(
     """A live view of a run (iteration, stage, budget left, cost, best, attempts), or all runs."""
     width = None if wide else out.width
     if run_id is None:
+        if not runs_dir.is_dir():
+            msg = f"no runs folder {runs_dir}; pass --runs-dir (or set SANDLAB_RUNS_DIR) to where the runs are"
+            raise BadInputError(msg)
         states = RunStore.list_runs(runs_dir)
         if as_json:
             _print_json([run_json(state) for state in states])

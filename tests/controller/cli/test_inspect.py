@@ -151,3 +151,9 @@ def test_report_of_a_run_without_one_says_how_to_finish_it(runs_dir: Path) -> No
     proc = controller("report", OTHER_RUN_ID, "--runs-dir", str(runs_dir))
     assert proc.returncode == 2
     assert f"controller resume {OTHER_RUN_ID}" in one_line_error(proc)
+
+
+def test_status_of_a_runs_folder_that_does_not_exist_names_the_flag(tmp_path: Path) -> None:
+    proc = controller("status", "--runs-dir", str(tmp_path / "typo"))
+    assert proc.returncode == 2
+    assert "--runs-dir" in one_line_error(proc)
