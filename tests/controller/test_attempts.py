@@ -56,7 +56,7 @@ def test_weights_too_large_for_the_evaluation_fail_the_training_attempt(tmp_path
         guard=base.guard, train=base.train, evaluate=base.evaluate.with_overrides(workspace_size=8 * 1024**2)
     )
     sandbox = FakeSandbox()
-    padded = MODEL + b"\0" * (2 * 1024**2)  # over (8 MiB - inputs - slack) / 2 seeds
+    padded = MODEL + b"\0" * (8 * 1024**2)  # over 8 MiB less the inputs and the staging slack
     sandbox.script("train", Canned(files={"out/model.pt": padded}), then_honest=True)
     loop = make_loop(tmp_path, sandbox, seeds=2, policies=small)
     assert loop.run().status == "finished"
