@@ -35,6 +35,10 @@ SUBNET = "10.213"
 HEAD_PORT = 6380
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
+    # A private cluster in the test's own namespaces: no token. Without this, a token left in
+    # ~/.ray/auth_token (by `ray get-auth-token --generate`, or an earlier local Ray) turns the
+    # head's token authentication on, and every driver here is refused.
+    "RAY_AUTH_MODE": "disabled",
     # Notice a dead node in about two seconds rather than thirty.
     "RAY_health_check_initial_delay_ms": "1000",
     "RAY_health_check_period_ms": "500",
