@@ -24,6 +24,8 @@ def check_hyper(hyper: Hyper) -> Hyper:
         msg = f"hyper may not set {', '.join(reserved)}: the loop owns them (what data a job sees, how it is checked)"
         raise ValueError(msg)
     return hyper
+
+
 AblationDimension = str
 """optimizer, scheduler, or a task slot with a suite of alternatives (augment, head)."""
 DIMENSION_VALUES: dict[str, tuple[str, ...]] = {

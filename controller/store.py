@@ -35,10 +35,11 @@ STOP_FILE = "STOP"
 WEIGHTS = "out/model.pt"
 """Where a training job leaves its weights, relative to its outputs folder."""
 PRIVATE_DIR_MODE = 0o700
-_M = TypeVar("_M", bound=BaseModel)
+"""Owner-only folders: each run folder, and data/private, which holds the only copy of the
+labels: unreadable to any other uid (local jobs)."""
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 """A run id is one folder name that is safe to paste into a command: no '/', no '..' first, no spaces."""
-"""data/private holds the only copy of the labels: unreadable to any other uid (local jobs)."""
+_M = TypeVar("_M", bound=BaseModel)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -76,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         code = command.main(args=argv, prog_name="controller", standalone_mode=False)
     except TyperException as exc:
         ctx = getattr(exc, "ctx", None)
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            pass  # typer has printed the help already (exit status 2, as click's usage errors)
-        else:
+        if type(exc).__name__ != "NoArgsIsHelpError":  # for that one typer has printed the help already
             where = ctx.command_path if ctx is not None else "controller"
             console.print(
                 f"[bold red]error:[/] {exc.format_message()} (see `{where} --help`)", highlight=False, soft_wrap=True

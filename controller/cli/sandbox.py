@@ -82,13 +82,13 @@ def sandbox_exec(
     else:
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
-        if result.status is not Status.infra_error:  # an infrastructure failure is the one error line below
+        if result.status is Status.infra_error:  # one error line, not a verdict line and then the reason again
+            console.print(f"[bold red]error:[/] {result.reason}", highlight=False, soft_wrap=True)
+        else:
             colour = "green" if result.ok else "red"
             verdict = f"exit={result.exit_code} {result.reason or ''} ({result.duration_s:.2f}s)"
             console.print(f"[{colour}]{result.status}[/] {verdict}", highlight=False)
     if result.status is Status.infra_error:
-        if not json_output:
-            console.print(f"[bold red]error:[/] {result.reason}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     raise typer.Exit(0 if result.ok else 1)
 
