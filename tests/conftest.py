@@ -67,7 +67,7 @@ def no_leaked_containers() -> Iterator[None]:
     # ours, and any orphan, count as leaks.
     leftover = [
         c
-        for c in client.containers.list(all=True, filters={"label": labels.ATTEMPT})
+        for c in client.containers.list(all=True, filters={"label": labels.ATTEMPT}, ignore_removed=True)
         if (c.labels or {}).get(labels.OWNER_PID) == str(os.getpid()) or not owner_is_alive(c.labels or {})
     ]
     assert not leftover, f"leaked containers: {[c.short_id for c in leftover]}"

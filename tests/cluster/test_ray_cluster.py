@@ -56,13 +56,13 @@ def _records(root: Path) -> list[dict[str, Any]]:
 
 
 def _run_containers(client: Any, run_id: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"{labels.RUN}={run_id}"})
+    return client.containers.list(all=True, filters={"label": f"{labels.RUN}={run_id}"}, ignore_removed=True)
 
 
 def _orphans(client: Any) -> list[Any]:
     from sandbox.backends.docker import owner_is_alive
 
-    every = client.containers.list(all=True, filters={"label": labels.ATTEMPT})
+    every = client.containers.list(all=True, filters={"label": labels.ATTEMPT}, ignore_removed=True)
     return [c for c in every if not owner_is_alive(c.labels or {})]
 
 
@@ -312,7 +312,7 @@ job = Job(command=["python3", "-c", "import time; time.sleep(120)"], run_id="can
 worker = threading.Thread(target=lambda: found.update(result=sandbox.run(job, load_policy("default"))))
 worker.start()
 deadline = time.monotonic() + 90
-while not client.containers.list(filters={{"label": "sandlab.run=cancelled"}}) and time.monotonic() < deadline:
+while not client.containers.list(filters={{"label": "sandlab.run=cancelled"}}, ignore_removed=True) and time.monotonic() < deadline:
     time.sleep(0.2)
 started = time.monotonic()
 killed = sandbox.kill_all()
@@ -338,7 +338,7 @@ def _container_node(cluster: NetnsCluster, container: Any) -> Any:
 
 def _running_train(client: Any, cluster: NetnsCluster, run_id: str, progress: str) -> tuple[Any, str] | None:
     """(node, attempt) of a training job whose container runs now, from the controller's progress lines."""
-    for container in client.containers.list(filters={"label": f"{labels.RUN}={run_id}"}):
+    for container in client.containers.list(filters={"label": f"{labels.RUN}={run_id}"}, ignore_removed=True):
         attempt = container.labels.get(labels.ATTEMPT, "")
         node = _container_node(cluster, container)
         if node is not None and attempt.isdigit() and f"[{int(attempt):04d}] train" in progress:

@@ -23,17 +23,17 @@ BUILTIN_CORPUS = Path(__file__).resolve().parents[2] / "controller" / "research"
 
 
 def _containers(client: Any, run_id: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"{labels.RUN}={run_id}"})
+    return client.containers.list(all=True, filters={"label": f"{labels.RUN}={run_id}"}, ignore_removed=True)
 
 
 def _pool_containers_of(client: Any, pid: int) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"{labels.OWNER_PID}={pid}"})
+    return client.containers.list(all=True, filters={"label": f"{labels.OWNER_PID}={pid}"}, ignore_removed=True)
 
 
 def _orphans(client: Any) -> list[Any]:
     from sandbox.backends.docker import owner_is_alive
 
-    every = client.containers.list(all=True, filters={"label": labels.ATTEMPT})
+    every = client.containers.list(all=True, filters={"label": labels.ATTEMPT}, ignore_removed=True)
     return [c for c in every if not owner_is_alive(c.labels or {})]
 
 

@@ -73,8 +73,16 @@ class FakeContainers:
     created: list[FakeContainer] = field(default_factory=list)
     fail_create: bool = False
     listed: list[FakeListedContainer] = field(default_factory=list)
+    vanished: int = 0
+    """How many containers the engine listed but removed before the SDK inspected each one."""
 
-    def list(self, **kwargs: Any) -> list[FakeListedContainer]:
+    def list(self, *, ignore_removed: bool = False, **kwargs: Any) -> list[FakeListedContainer]:
+        from docker.errors import NotFound
+
+        # docker-py lists ids, then inspects each: one removed in between raises NotFound
+        # unless ignore_removed is set.
+        if self.vanished and not ignore_removed:
+            raise NotFound("No such container")
         return list(self.listed)
 
     def create(self, **kwargs: Any) -> FakeContainer:

@@ -187,3 +187,12 @@ def test_the_reaper_treats_an_orphan_already_gone_as_neither_removed_nor_failed(
         report = reap_orphans(client)
     assert report.removed == [] and report.failed == []
     assert [(e["event"], e["log_level"]) for e in logs] == [("reaper.already_gone", "debug")]
+
+
+def test_the_reaper_survives_a_container_removed_between_listing_and_inspecting() -> None:
+    # Another run's own cleanup can remove its container while the reaper's listing is inspecting it.
+    client = FakeDockerClient()
+    client.containers.listed = [_orphan("d4")]
+    client.containers.vanished = 1
+    report = reap_orphans(client)
+    assert report.removed == ["d4"] and report.failed == []

@@ -162,7 +162,7 @@ def test_a_daemonized_grandchild_does_not_outlive_the_attempt(docker_sandbox: An
     result = run(docker_sandbox, code, load_policy("default").with_overrides(timeout="20s"))
     assert result.status is Status.ok and "parent done" in result.stdout
     assert result.duration_s < 15, "the attempt waited on the grandchild"
-    remaining = docker_client.containers.list(all=True, filters={"label": "sandlab.run=adhoc"})
+    remaining = docker_client.containers.list(all=True, filters={"label": "sandlab.run=adhoc"}, ignore_removed=True)
     assert remaining == []
 
 

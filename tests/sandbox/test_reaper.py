@@ -46,7 +46,7 @@ def test_orphans_are_removed_and_live_owners_are_kept(docker_client: Any) -> Non
     recycled = _labelled(docker_client, "reap-test", os.getpid(), "1")  # same pid, other start time
     try:
         report = reap_orphans(docker_client, run_id="reap-test")
-        left = {c.id for c in docker_client.containers.list(all=True, filters={"label": f"{labels.RUN}=reap-test"})}
+        left = {c.id for c in docker_client.containers.list(all=True, filters={"label": f"{labels.RUN}=reap-test"}, ignore_removed=True)}
         assert orphan.id not in left and recycled.id not in left
         assert live.id in left
         assert report.kept_live_owner == 1 and len(report.removed) == 2
@@ -80,13 +80,13 @@ def test_sigkill_of_sandbox_exec_then_reap_leaves_nothing(docker_client: Any) ->
     )
     label = {"label": f"{labels.OWNER_PID}={proc.pid}"}
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not docker_client.containers.list(all=True, filters=label):
+    while time.monotonic() < deadline and not docker_client.containers.list(all=True, filters=label, ignore_removed=True):
         time.sleep(0.2)
-    assert docker_client.containers.list(all=True, filters=label), "the attempt never started"
+    assert docker_client.containers.list(all=True, filters=label, ignore_removed=True), "the attempt never started"
     time.sleep(1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert docker_client.containers.list(all=True, filters=label), "expected an orphan after kill -9"
+    assert docker_client.containers.list(all=True, filters=label, ignore_removed=True), "expected an orphan after kill -9"
     out = subprocess.run([*controller, "reap"], capture_output=True, text=True, check=True)
     assert "removed 1" in out.stdout
-    assert docker_client.containers.list(all=True, filters=label) == []
+    assert docker_client.containers.list(all=True, filters=label, ignore_removed=True) == []

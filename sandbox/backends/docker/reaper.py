@@ -51,7 +51,7 @@ def reap_orphans(client: Any, *, run_id: str | None = None) -> ReapReport:
     removed: list[str] = []
     failed: list[str] = []
     live = other = 0
-    for container in client.containers.list(all=True, filters=filters):
+    for container in client.containers.list(all=True, filters=filters, ignore_removed=True):
         container_labels = container.labels or {}
         if container_labels.get(labels.OWNER_HOST) != host:
             other += 1
