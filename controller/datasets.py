@@ -98,6 +98,21 @@ def download(kind: Kind, root: Path, progress: Callable[[str], None]) -> None:
             tar.extractall(root, filter="data")
 
 
+DATASET_NAMES = "digits, mnist, cifar10, imagefolder:PATH or fakedata"
+
+
+def check_dataset_name(name: str) -> None:
+    """Refuse a name no dataset answers to, without looking for its files (planning needs none)."""
+    kind, colon, arg = name.partition(":")
+    known = kind in {"digits", "fakedata", "mnist", "cifar10"} and not colon
+    if not (known or kind == "imagefolder"):
+        msg = f"--dataset: unknown dataset {name!r}; use {DATASET_NAMES}"
+        raise BadInputError(msg)
+    if kind == "imagefolder" and not arg:
+        msg = "--dataset imagefolder needs a path: use imagefolder:/path/to/folder"
+        raise BadInputError(msg)
+
+
 def resolve_dataset(
     name: str,
     data_root: Path | None,
@@ -107,6 +122,7 @@ def resolve_dataset(
     progress: Callable[[str], None] = print,
 ) -> DatasetSpec:
     """Check that a dataset is there (or fetch it, or fall back); raise one clear error otherwise."""
+    check_dataset_name(name)
     kind, _, arg = name.partition(":")
     if kind in {"digits", "fakedata"} and not arg:
         return DatasetSpec(name=name, kind=kind)
@@ -120,9 +136,6 @@ def resolve_dataset(
                 fallback_fakedata,
             )
         return DatasetSpec(name=name, kind="imagefolder", host_path=path)
-    if kind not in {"mnist", "cifar10"} or arg:
-        msg = f"unknown dataset {name!r}; use digits, mnist, cifar10, imagefolder:PATH or fakedata"
-        raise BadInputError(msg)
     root = (data_root or Path("data")).expanduser().resolve()
     present = _mnist_present if kind == "mnist" else _cifar_present
     if not present(root) and allow_download:

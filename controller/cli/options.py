@@ -6,6 +6,7 @@ line with exit status 2.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -41,10 +42,63 @@ RayAddress = Annotated[
 EXECUTORS = ("local", "ray")
 
 
-def check_executor(executor: str) -> None:
-    """Refuse an unknown executor with the fix."""
+def check_executor(executor: str, ray_address: str | None = None) -> None:
+    """Refuse an unknown executor, and a --ray-address typed for the local executor, with the fix.
+
+    An address that only comes from RAY_ADDRESS in the environment is let be: a shell set up
+    for a cluster should not break local commands.
+    """
     if executor not in EXECUTORS:
         msg = f"--executor: unknown executor {executor!r}; use {' or '.join(EXECUTORS)}"
+        raise BadInputError(msg)
+    if executor != "ray" and ray_address is not None and ray_address != os.environ.get("RAY_ADDRESS"):
+        msg = "--ray-address is for --executor ray; add --executor ray, or leave out --ray-address"
+        raise BadInputError(msg)
+
+
+def check_backend(backend: str, *, allow_weaker: bool = False) -> None:
+    """Refuse an unknown backend, and --allow-weaker where nothing is weaker (docker enforces every policy)."""
+    from sandbox.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        msg = f"--backend: unknown backend {backend!r}; use {' or '.join(BACKENDS)}"
+        raise BadInputError(msg)
+    if allow_weaker and backend != "local":
+        msg = f"--allow-weaker is for --backend local; the {backend} backend enforces every policy, so leave it out"
+        raise BadInputError(msg)
+
+
+TORCH_SAVE_MAGIC = (b"PK\x03\x04", b"\x80")
+"""How a torch.save file begins: a zip archive (torch >= 1.6), or a legacy pickle."""
+
+
+def check_pretrained(path: Path | None, arch: str, matrix: str | None) -> None:
+    """Refuse --pretrained weights no arm would load, or a file torch.save did not write."""
+    if path is None:
+        return
+    if arch != "resnet18" and "resnet18" not in (matrix or ""):
+        msg = "--pretrained holds resnet18 trunk weights; add --arch resnet18 (or an arch=resnet18 arm to --matrix)"
+        raise BadInputError(msg)
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if not head.startswith(TORCH_SAVE_MAGIC):
+        msg = f"--pretrained {path}: not a torch.save file; write it with torch.save(model.state_dict(), FILE)"
+        raise BadInputError(msg)
+
+
+AGENTS = ("offline", "llm")
+
+
+def check_agent(agent: str, model: str | None) -> None:
+    """Refuse an unknown agent, an LLM agent without a model, and a model the offline agent would ignore."""
+    if agent not in AGENTS:
+        msg = f"--agent: unknown agent {agent!r}; use {' or '.join(AGENTS)}"
+        raise BadInputError(msg)
+    if agent == "llm" and not model:
+        msg = "--agent llm needs --model NAME (set OPENAI_BASE_URL and OPENAI_API_KEY too)"
+        raise BadInputError(msg)
+    if agent != "llm" and model:
+        msg = f"--model {model} is for --agent llm; add --agent llm, or leave out --model (the offline agent uses none)"
         raise BadInputError(msg)
 
 REPORT_RESERVE_MIN_S = 30.0

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from controller.cli.options import (
     DEFAULT_RUNS_DIR,
     RunsDir,
+    check_agent,
     check_seeds,
     parse_duration_arg,
     parse_usd,
@@ -201,13 +202,11 @@ def plan(
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
 ) -> None:
     """Search the literature and hold the planning session; write plan.json and stop before training."""
-    if agent not in {"offline", "llm"}:
-        msg = f"--agent: unknown agent {agent!r}; use offline or llm"
-        raise BadInputError(msg)
-    if agent == "llm" and not model:
-        msg = "--agent llm needs --model NAME (set OPENAI_BASE_URL and OPENAI_API_KEY too)"
-        raise BadInputError(msg)
+    from controller.datasets import check_dataset_name
+
+    check_agent(agent, model)
     load_task(task)
+    check_dataset_name(dataset)
     budget_s = parse_duration_arg(budget, "--budget")
     config = RunConfig(
         task=task,

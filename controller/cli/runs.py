@@ -20,7 +20,10 @@ from controller.cli.options import (
     Executor,
     RayAddress,
     RunsDir,
+    check_agent,
+    check_backend,
     check_executor,
+    check_pretrained,
     check_seeds,
     parse_duration_arg,
     parse_grid,
@@ -108,19 +111,19 @@ def _run_loop(store: RunStore, *, resume: bool = False) -> int:
     return 1 if final.status == "failed" else 0
 
 
-def _check_choices(*, agent: str, backend: str, model: str | None, arch: str, executor: str = "local") -> None:
-    if agent not in {"offline", "llm"}:
-        msg = f"--agent: unknown agent {agent!r}; use offline or llm"
-        raise BadInputError(msg)
-    from sandbox.backends import BACKENDS
-
-    if backend not in BACKENDS:
-        msg = f"--backend: unknown backend {backend!r}; use {' or '.join(BACKENDS)}"
-        raise BadInputError(msg)
-    check_executor(executor)
-    if agent == "llm" and not model:
-        msg = "--agent llm needs --model NAME (set OPENAI_BASE_URL and OPENAI_API_KEY too)"
-        raise BadInputError(msg)
+def _check_choices(
+    *,
+    agent: str,
+    backend: str,
+    model: str | None,
+    arch: str,
+    executor: str = "local",
+    ray_address: str | None = None,
+    allow_weaker: bool = False,
+) -> None:
+    check_agent(agent, model)
+    check_backend(backend, allow_weaker=allow_weaker)
+    check_executor(executor, ray_address)
     if arch not in {"cnn", "resnet18"}:
         msg = f"--arch: unknown architecture {arch!r}; use cnn or resnet18"
         raise BadInputError(msg)
@@ -266,7 +269,16 @@ def start(
         repairs=iteration_repairs,
         attempts=iteration_attempts,
     )
-    _check_choices(agent=agent, backend=backend, model=model, arch=arch, executor=executor)
+    _check_choices(
+        agent=agent,
+        backend=backend,
+        model=model,
+        arch=arch,
+        executor=executor,
+        ray_address=ray_address,
+        allow_weaker=allow_weaker,
+    )
+    check_pretrained(pretrained, arch, matrix)
     if fork_server and backend != "local":
         msg = "--fork-server is for --backend local; the docker backend keeps warm containers instead"
         raise BadInputError(msg)

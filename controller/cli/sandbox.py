@@ -21,6 +21,7 @@ from controller.cli.options import (
     Executor,
     RayAddress,
     RunsDir,
+    check_backend,
     check_executor,
     parse_duration_arg,
     parse_gpus,
@@ -58,6 +59,7 @@ def sandbox_exec(
     from sandbox.policy import load_policy
     from sandbox.results import Status
 
+    check_backend(backend, allow_weaker=allow_weaker)
     loaded = load_policy(policy)
     overrides: dict[str, object] = {}
     if timeout is not None:
@@ -139,7 +141,7 @@ def images_build(
 
     With --executor ray, then ship the runner image to every node of the cluster whose copy is
     missing or stale (docker save here, through Ray's object store, docker load there)."""
-    check_executor(executor)
+    check_executor(executor, ray_address)
     from sandbox.backends.docker import CONTROLLER, RUNNER, build_all, connect
 
     client = connect()
@@ -184,7 +186,7 @@ def doctor(
     Exit 0 when all pass, else 1."""
     from controller.doctor import cluster_checks, run_checks
 
-    check_executor(executor)
+    check_executor(executor, ray_address)
     with console.status("running checks"):
         checks = run_checks(agent=agent)
         if executor == "ray":
@@ -209,7 +211,7 @@ def reap(
     --executor ray, on every node of the cluster."""
     from sandbox.backends.docker import connect, reap_orphans
 
-    check_executor(executor)
+    check_executor(executor, ray_address)
     if executor == "ray":
         _reap_nodes(ray_address, run_id)
         return

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from controller.cli.options import (
     ITERATION_LIMIT_FLAGS,
+    check_agent,
+    check_backend,
+    check_executor,
+    check_pretrained,
     check_seeds,
     parse_duration_arg,
     parse_gpus,
@@ -111,3 +117,35 @@ def test_every_iteration_limit_flag_is_stored_under_its_field() -> None:
 def test_a_bad_iteration_limit_names_its_flag(flag: str, kwargs: dict[str, object]) -> None:
     with pytest.raises(BadInputError, match=rf"^{flag}: "):
         parse_iteration_limits(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_flag_the_chosen_mode_would_ignore_is_refused_with_the_fix() -> None:
+    with pytest.raises(BadInputError, match=r"^--model m is for --agent llm; add --agent llm, or leave out --model"):
+        check_agent("offline", "m")
+    with pytest.raises(BadInputError, match=r"^--allow-weaker is for --backend local"):
+        check_backend("docker", allow_weaker=True)
+    check_backend("local", allow_weaker=True)
+    check_agent("llm", "m")
+
+
+def test_a_typed_ray_address_needs_the_ray_executor_but_one_from_the_environment_is_let_be(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(BadInputError, match=r"^--ray-address is for --executor ray"):
+        check_executor("local", "head:6379")
+    check_executor("ray", "head:6379")
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")  # typer fills ray_address from it
+    check_executor("local", "head:6379")
+
+
+def test_pretrained_weights_need_a_resnet18_arm_and_a_torch_save_file(tmp_path: Path) -> None:
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"PK\x03\x04rest of a zip")
+    with pytest.raises(BadInputError, match=r"^--pretrained holds resnet18 trunk weights; add --arch resnet18"):
+        check_pretrained(weights, "cnn", None)
+    check_pretrained(weights, "resnet18", None)
+    check_pretrained(weights, "cnn", "arch=cnn,resnet18")
+    weights.write_text("not weights")
+    with pytest.raises(BadInputError, match=r"not a torch.save file"):
+        check_pretrained(weights, "resnet18", None)

@@ -121,6 +121,16 @@ def test_bad_front_end_flags_are_one_line_naming_the_fix(tmp_path: Path, args: l
     assert not runs.exists() or not any(runs.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [("imagenet", "--dataset: unknown dataset 'imagenet'"), ("imagefolder:", "--dataset imagefolder needs a path")],
+)
+def test_plan_refuses_a_dataset_name_no_dataset_answers_to(tmp_path: Path, dataset: str, message: str) -> None:
+    proc = controller("plan", "--topic", TOPIC, "--offline", "--dataset", dataset, "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2 and message in one_line_error(proc)
+    assert not any(tmp_path.iterdir())
+
+
 def test_first_seed_must_not_be_negative(tmp_path: Path) -> None:
     proc = controller("start", "--first-seed", "-1", "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "--first-seed" in one_line_error(proc)
@@ -132,6 +142,10 @@ def test_first_seed_must_not_be_negative(tmp_path: Path) -> None:
         (["--executor", "slurm"], "--executor: unknown executor 'slurm'; use local or ray"),
         (["--fork-server"], "--fork-server is for --backend local"),
         (["--executor", "ray", "--ray-address", "127.0.0.1:9"], "cannot join the Ray cluster at 127.0.0.1:9"),
+        (["--ray-address", "127.0.0.1:9"], "--ray-address is for --executor ray"),
+        (["--allow-weaker"], "--allow-weaker is for --backend local"),
+        (["--model", "gpt-x"], "--model gpt-x is for --agent llm"),
+        (["--arch", "resnet18", "--pretrained", "pyproject.toml"], "not a torch.save file"),
     ],
 )
 def test_bad_executor_flags_are_one_line_naming_the_fix(tmp_path: Path, args: list[str], message: str) -> None:

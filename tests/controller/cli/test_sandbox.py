@@ -31,6 +31,12 @@ def test_unknown_backend_is_one_line_and_exit_2() -> None:
     assert "use docker or local" in one_line_error(proc)
 
 
+def test_allow_weaker_with_the_docker_backend_is_one_line_before_any_job() -> None:
+    proc = controller("sandbox", "exec", "--allow-weaker", "--", "python3", "-c", "print('ran')")
+    assert proc.returncode == 2 and "ran" not in proc.stdout
+    assert "--allow-weaker is for --backend local" in one_line_error(proc)
+
+
 @pytest.mark.parametrize(("gpus", "said"), [("0,99", "no GPU"), ("64", "--gpus 64: this host has")])
 def test_gpus_this_host_does_not_have_are_one_line_before_any_job(gpus: str, said: str) -> None:
     proc = controller(*LOCAL, "--gpus", gpus, "--", "python3", "-c", "print('ran')")

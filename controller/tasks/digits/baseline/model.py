@@ -15,7 +15,13 @@ def build_model(input_shape: tuple[int, int, int], num_classes: int, hyper: dict
         resnet = torchvision.models.resnet18(weights=None)
         if hyper.get("pretrained"):  # a local file only: nothing is ever downloaded in the sandbox
             state = torch.load(hyper["pretrained"], map_location="cpu", weights_only=True)
-            resnet.load_state_dict(state, strict=False)
+            # Not strict about the classifier (it is replaced below), strict about the trunk:
+            # a file of other keys would otherwise load nothing and train from scratch unsaid.
+            loaded = resnet.load_state_dict(state, strict=False)
+            missing = [key for key in loaded.missing_keys if not key.startswith("fc.")]
+            if missing:
+                msg = f"pretrained: the file lacks {len(missing)} resnet18 trunk weights (first {missing[0]!r})"
+                raise ValueError(msg)
         if channels != 3:
             resnet.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         features = resnet.fc.in_features
