@@ -43,7 +43,12 @@ from sandbox.backends.local_fork import (
     exit_code,
     wait_under_timeout,
 )
-from sandbox.backends.local_isolation import JobCgroup, network_isolation_mode, unprivileged_python_works
+from sandbox.backends.local_isolation import (
+    JobCgroup,
+    cgroup_limits,
+    network_isolation_mode,
+    unprivileged_python_works,
+)
 from sandbox.backends.local_mounts import MOUNT_PREFIX_ENV, stage_mounts, unseal
 from sandbox.base import Job, Sandbox
 from sandbox.classify import classify
@@ -82,6 +87,7 @@ class LocalSandbox(Sandbox):
         self._netns = self._netns_mode is not None
         self._is_root = os.geteuid() == 0
         self._can_drop = self._is_root and unprivileged_python_works(self.python)
+        self._memory_cgroup, self._pids_cgroup = cgroup_limits()
         self._active: set[int] = set()
         self._lock = threading.Lock()
         self._base_env = {
@@ -108,6 +114,10 @@ class LocalSandbox(Sandbox):
         if policy.read_only_rootfs:
             gaps.append("read_only_rootfs (the job can write wherever its user can)")
         gaps.append("workspace_size (only a per-file size limit)")
+        if not self._memory_cgroup and policy.gpus:
+            gaps.append("memory (no writable memory cgroup, and CUDA jobs get no address-space limit)")
+        if not self._pids_cgroup:
+            gaps.append(f"pids {policy.pids} (no writable cgroup v2 here: the job may fork without bound)")
         if policy.network == "none" and not self._netns:
             gaps.append("network: none (unshare -n is not permitted here)")
         if not self._can_drop:

@@ -158,3 +158,15 @@ class JobCgroup:
                 self.path.rmdir()
             except OSError as exc:
                 log.warning("local.cgroup_remove_failed", cgroup=str(self.path), reason=str(exc))
+
+
+def cgroup_limits() -> tuple[bool, bool]:
+    """Whether a job here gets a memory cgroup, and whether it gets a pids one (v2 only).
+
+    Probed by creating (and deleting) the cgroup a job would get, as `JobCgroup` does.
+    """
+    probe = JobCgroup(Policy())
+    try:
+        return probe.path is not None, probe.v2
+    finally:
+        probe.remove()

@@ -109,3 +109,30 @@ def test_a_backend_is_chosen_by_name_from_the_settings_that_apply_to_it() -> Non
 def test_only_a_backend_that_says_so_isolates_concurrent_jobs() -> None:
     assert _Plain().isolates_concurrent_jobs is False
     assert LocalSandbox(allow_weaker=True).isolates_concurrent_jobs is False  # one uid, the host's pids
+
+
+def test_without_a_writable_cgroup_the_local_backend_names_pids_and_gpu_memory_as_gaps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sandbox.backends.local as local
+
+    monkeypatch.setattr(local, "cgroup_limits", lambda: (False, False))
+    bare = LocalSandbox(allow_weaker=True)
+    gaps = " | ".join(bare.unenforced(Policy(gpus=1)))
+    assert "pids" in gaps and "memory (no writable memory cgroup" in gaps
+    assert "memory" not in " | ".join(bare.unenforced(Policy()))  # without CUDA, RLIMIT_AS caps memory
+    monkeypatch.setattr(local, "cgroup_limits", lambda: (True, True))
+    full = " | ".join(LocalSandbox(allow_weaker=True).unenforced(Policy(gpus=1)))
+    assert "pids" not in full and "memory" not in full
+
+
+def test_the_cgroup_probe_matches_what_a_job_gets_and_leaves_nothing_behind() -> None:
+    from sandbox.backends.local_isolation import CGROUP_ROOTS, JobCgroup, cgroup_limits
+
+    before = {p for root in CGROUP_ROOTS if root.is_dir() for p in root.glob("sandlab-*")}
+    job = JobCgroup(Policy())
+    try:
+        assert cgroup_limits() == (job.path is not None, job.v2)
+    finally:
+        job.remove()
+    assert {p for root in CGROUP_ROOTS if root.is_dir() for p in root.glob("sandlab-*")} == before
