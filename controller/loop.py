@@ -278,7 +278,7 @@ class ResearchLoop:
             self.scores.setdefault(arm.key, {})[seed] = record
             self._update_best()
             twin = repeated_seeds(self.scores[arm.key]).get(seed)
-        why = record.suspect_reason if record.suspect else None if twin is None else f"same predictions as seed {twin}"
+        why = record.suspect_reason if record.suspect else None if twin is None else f"predicts as seed {twin} does"
         flag = f"  [SUSPECT: not counted] {why}" if why else ""
         self.ctx.progress(
             f"  {arm.name} seed {seed}: host-scored val {self.task.metric.name} {record.host_score:.4f}{flag}"

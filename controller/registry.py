@@ -194,6 +194,9 @@ class AttemptRecord(BaseModel):
     predictions_digest: str | None = None
     """sha256 of a validation job's predictions: two seeds of one arm that predict exactly alike
     had their seed pinned (a seed that never reaches the model fakes a zero spread)."""
+    wrong_indices: list[int] | None = None
+    """The validation samples a single-model job got wrong (host-scored): how many decides whether
+    exactly alike predictions can be honest, and which ones lets a reader compare seeds."""
     outputs: str | None = None
     """Folder (relative to the attempt) holding what the job wrote, if kept."""
     result: AttemptResult

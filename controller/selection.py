@@ -45,25 +45,42 @@ def counted(records: Mapping[int, AttemptRecord]) -> dict[int, float]:
     }
 
 
-def repeated_seeds(records: Mapping[int, AttemptRecord]) -> dict[int, int]:
-    """Seeds whose validation predictions are exactly an earlier seed's -> that earlier seed.
+TWIN_MIN_ERRORS = 10
+"""Below this many errors, honest seeds may make the very same few mistakes."""
 
-    Training code runs generated modules after the trusted seeding; a module that re-seeds
-    torch (or swaps its generator) makes every seed train the same model, and an arm whose
-    spread is zero wins any Welch test by a hair. Honest seeds differ in initialisation and
-    data order, so their predictions on the validation split differ somewhere; identical
-    ones count once, and the arm then lacks seeds to be selected or supported.
+
+def twins(a: AttemptRecord, b: AttemptRecord) -> bool:
+    """Whether two seeds' validation jobs predicted exactly alike, with enough errors to say so.
+
+    Honest seeds differ in initialisation and data order, so they miss partly different
+    samples; a module that re-seeds torch (or swaps its generator) trains the same model for
+    every seed. Exact equality only: on digits at a tenth of its train split, honest seeds'
+    error sets overlap by 0.8 (intersection over union) on average and 0.9 at most, so a
+    looser match would throw out honest seeds. Near-perfect models (under TWIN_MIN_ERRORS
+    errors) may honestly predict alike; records from before `wrong_indices` compare digests.
     """
-    first: dict[str, int] = {}
+    if a.predictions_digest is None or a.predictions_digest != b.predictions_digest:
+        return False
+    return a.wrong_indices is None or len(a.wrong_indices) >= TWIN_MIN_ERRORS
+
+
+def repeated_seeds(records: Mapping[int, AttemptRecord]) -> dict[int, int]:
+    """Seeds that are `twins` of an earlier counted seed -> that earlier seed.
+
+    An arm whose seeds are one model has one draw of its mean, not n, yet a spread near zero
+    that wins a Welch test far more often than alpha. Repeats count once, and the arm then
+    lacks seeds to be selected or supported.
+    """
+    kept: list[tuple[int, AttemptRecord]] = []
     repeated: dict[int, int] = {}
     for seed, record in sorted(records.items()):
-        digest = record.predictions_digest
-        if digest is None or record.host_score is None or record.suspect:
+        if record.host_score is None or record.suspect:
             continue
-        if digest in first:
-            repeated[seed] = first[digest]
+        twin = next((earlier for earlier, other in kept if twins(record, other)), None)
+        if twin is None:
+            kept.append((seed, record))
         else:
-            first[digest] = seed
+            repeated[seed] = twin
     return repeated
 
 

@@ -191,6 +191,7 @@ class Trial:
         if len(predictions) == 1:
             (only,) = predictions.values()
             update["predictions_digest"] = hashlib.sha256(json.dumps(only).encode()).hexdigest()
+            update["wrong_indices"] = [i for i, (p, t) in enumerate(zip(only, labels[split], strict=True)) if p != t]
         if train is not None and train.telemetry_score is not None:
             claim = train.telemetry_score
             update["telemetry_score"] = claim

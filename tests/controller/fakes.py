@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import struct
 from collections import deque
@@ -195,8 +196,9 @@ class FakeSandbox(Sandbox):
         predictions = {}
         for name in config["models"]:
             q = struct.unpack("d", job.files[f"models/{name}.pt"])[0]
-            right, offset = round(q * N_LABELS), int(name.removeprefix("s"))  # honest seeds err in different places
-            predictions[name] = [t if (i + offset) % N_LABELS < right else (t + 1) % 10 for i, t in enumerate(truth)]
+            # Honest seeds miss different samples: which ones is drawn from the seed.
+            missed = set(random.Random(name).sample(range(N_LABELS), N_LABELS - round(q * N_LABELS)))
+            predictions[name] = [(t + 1) % 10 if i in missed else t for i, t in enumerate(truth)]
         return Canned(files={"out/predictions.json": json.dumps({"predictions": predictions}).encode()})
 
 

@@ -63,8 +63,26 @@ def test_seeds_with_identical_predictions_count_once() -> None:
     records = {s: _record(s, 0.95).model_copy(update={"predictions_digest": "same"}) for s in (0, 1, 2)}
     records[3] = _record(3, 0.93).model_copy(update={"predictions_digest": "other"})
     records[4] = _record(4, 0.94)  # no digest (a record from before digests): counted as it is
+    # (these records predate wrong_indices too, so the digests compare exactly)
     assert repeated_seeds(records) == {1: 0, 2: 0}
     assert list(counted(records)) == [0, 3, 4] and not eligible(records, [0, 1, 2])
+
+
+def _missing(seed: int, wrong: set[int]) -> AttemptRecord:
+    return _record(seed, 1 - len(wrong) / 200).model_copy(update={"wrong_indices": sorted(wrong)})
+
+
+def test_only_exactly_alike_seeds_with_enough_errors_count_once() -> None:
+    pinned = set(range(0, 200, 10))  # 20 errors, predicted alike by every seed
+    same = {s: _missing(s, pinned).model_copy(update={"predictions_digest": "same"}) for s in (0, 1, 2)}
+    assert repeated_seeds(same) == {1: 0, 2: 0} and not eligible(same, [0, 1, 2])
+    # Honest seeds on a small split miss nearly the same samples (overlap 0.9 was measured on
+    # digits): they are not twins, or honest arms would lose seeds.
+    close = {s: _missing(s, pinned - {10 * s}).model_copy(update={"predictions_digest": f"d{s}"}) for s in (0, 1, 2)}
+    assert repeated_seeds(close) == {} and eligible(close, [0, 1, 2])
+    # Near-perfect models may honestly make the very same few mistakes.
+    few = {s: _missing(s, {4, 9, 77}).model_copy(update={"predictions_digest": "same"}) for s in (0, 1, 2)}
+    assert repeated_seeds(few) == {} and eligible(few, [0, 1, 2])
 
 
 def test_an_arm_is_never_selected_on_one_seed() -> None:
