@@ -175,6 +175,11 @@ def attribute(
     needs it). `not needed`: the arm without it still beats the baseline by the threshold.
     Both kinds of test, for every component, are one Holm family at `alpha` (one look).
     `unclear`: neither could be shown at these seeds. `not ablated`: its arm was not run.
+    `needed by the rest`: it would carry, but without it the arm falls significantly below
+    the baseline, which has none of the components. Then the rest harms without it (an
+    interaction), or generated code that recognises its ablation wrecks it; either way the
+    ablation does not show that the component makes the gain. The test is unadjusted:
+    demoting a claim is the cautious side.
     """
     novelty, base = stats.get(f"novelty:{hypothesis.id}"), stats.get("baseline")
     names = {c: hypothesis.ablation_arm(c) for c in hypothesis.components()}
@@ -198,10 +203,16 @@ def attribute(
         elif (component, "not needed") in shown:
             verdicts[component] = "not needed"
         elif (component, "carries") in shown:
-            verdicts[component] = "carries"
+            fallen = base is not None and _below(stats[names[component]], base, higher_is_better, alpha)
+            verdicts[component] = "needed by the rest" if fallen else "carries"
         else:
             verdicts[component] = "unclear"
     return verdicts
+
+
+def _below(arm: ArmStats, baseline: ArmStats, higher_is_better: bool, alpha: float) -> bool:
+    """Whether the baseline significantly beats this arm."""
+    return compare(baseline, arm).supported(0.0, higher_is_better, alpha)
 
 
 def needs_retest(verdicts: Mapping[str, str]) -> list[str]:
@@ -221,6 +232,11 @@ def attribution_note(verdicts: Mapping[str, str]) -> str:
         return f"ablations: {carriers[0]} carried the gain ({detail})"
     if carriers:
         return f"ablations: the gain needs {' and '.join(carriers)} together ({detail})"
+    if needing := [c for c, v in verdicts.items() if v == "needed by the rest"]:
+        return (
+            f"ablations: without {' or '.join(needing)} the rest falls below the baseline, so no component is"
+            f" shown to carry the gain ({detail})"
+        )
     if any(v == "unclear" for v in verdicts.values()):
         return f"ablations: these seeds cannot tell which component carried the gain ({detail})"
     return f"ablations: no single component is needed for the gain ({detail})"

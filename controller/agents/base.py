@@ -59,7 +59,7 @@ class IterationOutcome(BaseModel):
     effect (refuted). False: the data still hold the claim; no evidence either way."""
     seeds: int | None = None
     attribution: dict[str, str] = Field(default_factory=dict)
-    """For a supported hypothesis: component -> carries / not needed / unclear / not ablated."""
+    """For a supported hypothesis: component -> carries / needed by the rest / not needed / unclear / not ablated."""
 
     @property
     def verdict(self) -> str:

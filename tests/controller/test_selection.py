@@ -203,6 +203,31 @@ def test_ablations_name_the_component_that_carried_the_gain() -> None:
     assert attribute(hypothesis, vague)["module:augment"] == "unclear"
 
 
+def test_an_ablation_wrecked_below_the_baseline_does_not_say_its_component_carries() -> None:
+    # The generated head recognises the baseline augmentation beside it and sabotages training,
+    # and the augmentation does the same to the baseline head: each ablation craters, and each
+    # component would "carry" the gain though neither was shown to make it.
+    from controller.plan import Hypothesis
+    from controller.selection import attribute, attribution_note
+    from controller.stats import summarize
+
+    hypothesis = Hypothesis(id="h", statement="s", modules={"augment": "a", "head": "b"})
+    wrecked = [0.50, 0.52, 0.51, 0.505]
+    stats = {
+        "baseline": summarize("baseline", [0.90, 0.91, 0.905, 0.902], bounds=(0.0, 1.0)),
+        "novelty:h": summarize("novelty:h", [0.95, 0.951, 0.949, 0.952], bounds=(0.0, 1.0)),
+        "ablation:h-no-augment": summarize("ablation:h-no-augment", wrecked, bounds=(0.0, 1.0)),
+        "ablation:h-no-head": summarize("ablation:h-no-head", wrecked, bounds=(0.0, 1.0)),
+    }
+    verdicts = attribute(hypothesis, stats)
+    assert verdicts == {"module:augment": "needed by the rest", "module:head": "needed by the rest"}
+    note = attribution_note(verdicts)
+    assert "rest falls below the baseline" in note and "carried the gain (" not in note
+    # An ablation that falls back to the baseline, not below it, still shows its component carries.
+    honest = {**stats, "ablation:h-no-head": summarize("ablation:h-no-head", [0.901, 0.905, 0.9, 0.903], bounds=(0, 1))}
+    assert attribute(hypothesis, honest)["module:head"] == "carries"
+
+
 def test_each_look_at_the_ablations_is_one_holm_family_at_half_alpha() -> None:
     """A gain that a single test at alpha = 0.05 would attribute is 'unclear' at one look of
     two: Holm over every attribution test of the look, at 0.025. Only then may a second look
