@@ -23,6 +23,7 @@ from controller.cli.render import (
     attempt_json,
     attempts_table,
     console,
+    event_line,
     out,
     print_wide,
     run_json,
@@ -109,12 +110,15 @@ def logs(
     attempt: Annotated[int | None, typer.Option(help="Attempt number (default: the controller's own log).")] = None,
     stderr: Annotated[bool, typer.Option("--stderr", help="Show the attempt's stderr instead of stdout.")] = False,
     follow: Annotated[bool, typer.Option(help="Keep printing as the run goes on.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="The controller's events as their raw JSON lines (events.jsonl).")
+    ] = False,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
 ) -> None:
     """An attempt's container logs, or the controller's events (with --follow, as they come)."""
     store = RunStore.open(runs_dir, run_id)
     if attempt is None:
-        _follow_file(store.root / "events.jsonl", follow, store)
+        _follow_file(store.root / "events.jsonl", follow, store, raw=json_output)
         return
     folder = store.attempt_dir(attempt)
     name = "stderr.log" if stderr else "stdout.log"
@@ -136,15 +140,18 @@ def logs(
     console.print(f"[dim]attempt {attempt}: {record.kind} {record.status} ({record.reason or ''})[/]")
 
 
-def _follow_file(path: Path, follow: bool, store: RunStore) -> None:
+def _follow_file(path: Path, follow: bool, store: RunStore, *, raw: bool) -> None:
     position = 0
     while True:
         if path.is_file():
             with path.open() as fh:
                 fh.seek(position)
-                for line in fh:
-                    out.print(line.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
-                position = fh.tell()
+                while line := fh.readline():
+                    if follow and not line.endswith("\n"):
+                        break  # still being written: it is read whole on the next round
+                    text = line.rstrip("\n")
+                    out.print(text if raw else event_line(text), markup=False, highlight=False, soft_wrap=True)
+                    position = fh.tell()
         if not follow or not _running(store):
             return
         time.sleep(LIVE_REFRESH_S)

@@ -9,6 +9,7 @@ is shown whole or not at all. `width=None` keeps every column (`--wide`), and
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -297,3 +298,30 @@ def attempt_json(record: AttemptRecord) -> dict[str, Any]:
 def run_json(state: RunState) -> dict[str, Any]:
     """run.json's content, as `controller status --json` prints it."""
     return state.model_dump(mode="json")
+
+
+EVENT_SKIPPED = ("timestamp", "level", "event", "run_id")
+"""Fields an event line shows in its own place, or not at all (the run is the one asked for)."""
+
+
+def event_line(raw: str) -> str:
+    """One controller event (a JSON line of events.jsonl) as a person reads it:
+    `17:44:05 info    attempt.finished  attempt=2 kind=guard status=ok`. A line that is not
+    an event object is shown as it is."""
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(event, dict) or "event" not in event:
+        return raw
+    stamp = str(event.get("timestamp", ""))
+    clock = stamp[11:19] if len(stamp) >= 19 else stamp
+    fields = " ".join(f"{key}={_event_value(value)}" for key, value in event.items() if key not in EVENT_SKIPPED)
+    return f"{clock} {event.get('level', '')!s:<7} {event['event']}  {fields}".rstrip()
+
+
+def _event_value(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    text = str(value)
+    return json.dumps(text) if not text or any(c.isspace() for c in text) else text

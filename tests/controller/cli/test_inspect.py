@@ -114,6 +114,25 @@ def test_logs_prints_an_attempts_stdout_and_its_verdict(runs_dir: Path) -> None:
     assert "train oom (out of memory)" in proc.stderr
 
 
+def test_logs_of_a_run_reads_its_events_as_lines_and_json_keeps_them_raw(runs_dir: Path) -> None:
+    raw = [
+        {"run_id": RUN_ID, "attempt": 2, "kind": "guard", "reason": "exited 0", "event": "attempt.finished",
+         "level": "info", "timestamp": "2026-11-28T17:44:05.330963Z"},
+        {"hypotheses": ["a", "b"], "event": "plan.written", "level": "warning", "timestamp": "2026-11-28T17:44:06Z"},
+    ]  # fmt: skip
+    lines = [json.dumps(event) for event in raw]
+    (runs_dir / RUN_ID / "events.jsonl").write_text("\n".join([*lines, "not json"]) + "\n")
+    proc = controller("logs", RUN_ID, "--runs-dir", str(runs_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        '17:44:05 info    attempt.finished  attempt=2 kind=guard reason="exited 0"',
+        "17:44:06 warning plan.written  hypotheses=a,b",
+        "not json",
+    ]
+    proc = controller("logs", RUN_ID, "--json", "--runs-dir", str(runs_dir))
+    assert proc.returncode == 0 and proc.stdout.splitlines() == [*lines, "not json"]
+
+
 def test_logs_of_an_attempt_that_never_finished_is_one_line(runs_dir: Path) -> None:
     proc = controller("logs", RUN_ID, "--attempt", "99", "--runs-dir", str(runs_dir))
     assert proc.returncode == 2
