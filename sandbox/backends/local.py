@@ -114,8 +114,10 @@ class LocalSandbox(Sandbox):
         if policy.read_only_rootfs:
             gaps.append("read_only_rootfs (the job can write wherever its user can)")
         gaps.append("workspace_size (only a per-file size limit)")
-        if not self._memory_cgroup and policy.gpus:
-            gaps.append("memory (no writable memory cgroup, and CUDA jobs get no address-space limit)")
+        if not self._memory_cgroup:
+            gaps.append("cleanup (no writable cgroup: a daemon the job starts with setsid outlives it)")
+            if policy.gpus:
+                gaps.append("memory (no writable memory cgroup, and CUDA jobs get no address-space limit)")
         if not self._pids_cgroup:
             gaps.append(f"pids {policy.pids} (no writable cgroup v2 here: the job may fork without bound)")
         if policy.network == "none" and not self._netns:

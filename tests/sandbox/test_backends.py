@@ -111,7 +111,7 @@ def test_only_a_backend_that_says_so_isolates_concurrent_jobs() -> None:
     assert LocalSandbox(allow_weaker=True).isolates_concurrent_jobs is False  # one uid, the host's pids
 
 
-def test_without_a_writable_cgroup_the_local_backend_names_pids_and_gpu_memory_as_gaps(
+def test_without_a_writable_cgroup_the_local_backend_names_pids_cleanup_and_gpu_memory_as_gaps(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import sandbox.backends.local as local
@@ -119,11 +119,11 @@ def test_without_a_writable_cgroup_the_local_backend_names_pids_and_gpu_memory_a
     monkeypatch.setattr(local, "cgroup_limits", lambda: (False, False))
     bare = LocalSandbox(allow_weaker=True)
     gaps = " | ".join(bare.unenforced(Policy(gpus=1)))
-    assert "pids" in gaps and "memory (no writable memory cgroup" in gaps
+    assert "pids" in gaps and "memory (no writable memory cgroup" in gaps and "setsid outlives it" in gaps
     assert "memory" not in " | ".join(bare.unenforced(Policy()))  # without CUDA, RLIMIT_AS caps memory
     monkeypatch.setattr(local, "cgroup_limits", lambda: (True, True))
     full = " | ".join(LocalSandbox(allow_weaker=True).unenforced(Policy(gpus=1)))
-    assert "pids" not in full and "memory" not in full
+    assert "pids" not in full and "memory" not in full and "setsid" not in full
 
 
 def test_the_cgroup_probe_matches_what_a_job_gets_and_leaves_nothing_behind() -> None:
