@@ -119,7 +119,7 @@ class LocalSandbox(Sandbox):
             if policy.gpus:
                 gaps.append("memory (no writable memory cgroup, and CUDA jobs get no address-space limit)")
         if not self._pids_cgroup:
-            gaps.append(f"pids {policy.pids} (no writable cgroup v2 here: the job may fork without bound)")
+            gaps.append(f"pids {policy.pids} (no writable pids cgroup here: the job may fork without bound)")
         if policy.network == "none" and not self._netns:
             gaps.append("network: none (unshare -n is not permitted here)")
         if not self._can_drop:
@@ -310,7 +310,7 @@ class LocalSandbox(Sandbox):
             # reserves huge virtual ranges, so it is not used when GPUs are granted.
             rlimits.append(("RLIMIT_AS", int(policy.memory)))
         return {
-            "cgroup_procs": str(cgroup.path / "cgroup.procs") if cgroup.path is not None else None,
+            "cgroup_procs": cgroup.procs_files(),
             "network": self._netns_mode if policy.network == "none" else None,
             "rlimits": rlimits,
             "user": (uid, gid) if self._can_drop else None,

@@ -34,6 +34,8 @@ log = structlog.get_logger("sandlab.sandbox")
 
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup"))
 """cgroup v1's memory hierarchy, then the v2 unified one."""
+PIDS_V1_ROOT = Path("/sys/fs/cgroup/pids")
+"""cgroup v1's pids hierarchy: beside a v1 memory cgroup, the job joins one here too."""
 
 
 def network_isolation_mode() -> str | None:
@@ -83,6 +85,8 @@ class JobCgroup:
     def __init__(self, policy: Policy) -> None:
         self.path: Path | None = None
         self.v2 = False
+        self.pids_path: Path | None = None
+        """cgroup v1 only: the job's pids cgroup (v2 caps pids in `path`)."""
         name = f"sandlab-{uuid.uuid4().hex[:12]}"
         for root in CGROUP_ROOTS:
             try:
@@ -94,6 +98,7 @@ class JobCgroup:
                     if with_swap.exists():
                         with_swap.write_text(str(int(policy.memory)))
                     self.path = path
+                    self.pids_path = _pids_v1(name, policy.pids)
                     return
                 if (root / "cgroup.controllers").exists():
                     path = root / name
@@ -151,22 +156,49 @@ class JobCgroup:
                 kills = int(line.split()[1])
         return peak, kills
 
+    @property
+    def limits_pids(self) -> bool:
+        return self.v2 or self.pids_path is not None
+
+    def procs_files(self) -> list[str]:
+        """The `cgroup.procs` files the job's first process writes its pid into."""
+        return [str(folder / "cgroup.procs") for folder in (self.path, self.pids_path) if folder is not None]
+
     def remove(self) -> None:
-        """Delete the cgroup; one that cannot go (a process still in it) is logged and left."""
-        if self.path is not None:
-            try:
-                self.path.rmdir()
-            except OSError as exc:
-                log.warning("local.cgroup_remove_failed", cgroup=str(self.path), reason=str(exc))
+        """Delete the cgroups; one that cannot go (a process still in it) is logged and left."""
+        for folder in (self.path, self.pids_path):
+            if folder is not None:
+                try:
+                    folder.rmdir()
+                except OSError as exc:
+                    log.warning("local.cgroup_remove_failed", cgroup=str(folder), reason=str(exc))
+
+
+def _pids_v1(name: str, pids: int) -> Path | None:
+    """A v1 pids cgroup capped at `pids`, or None where the hierarchy is absent or not writable."""
+    if not (PIDS_V1_ROOT / "pids.max").exists() and not (PIDS_V1_ROOT / "cgroup.procs").exists():
+        return None
+    path = PIDS_V1_ROOT / name
+    try:
+        path.mkdir()
+    except OSError:
+        return None
+    try:
+        (path / "pids.max").write_text(str(pids))
+    except OSError:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+        return None
+    return path
 
 
 def cgroup_limits() -> tuple[bool, bool]:
-    """Whether a job here gets a memory cgroup, and whether it gets a pids one (v2 only).
+    """Whether a job here gets a memory cgroup, and whether it gets a pids cap (v2, or v1's pids).
 
     Probed by creating (and deleting) the cgroup a job would get, as `JobCgroup` does.
     """
     probe = JobCgroup(Policy())
     try:
-        return probe.path is not None, probe.v2
+        return probe.path is not None, probe.limits_pids
     finally:
         probe.remove()

@@ -30,8 +30,9 @@ PR_SET_DUMPABLE = 4
 class Confinement(TypedDict):
     """How to confine one job's process; every field is JSON."""
 
-    cgroup_procs: str | None
-    """The job cgroup's `cgroup.procs` file to write this pid into (None: no cgroup)."""
+    cgroup_procs: list[str]
+    """The job cgroups' `cgroup.procs` files to write this pid into (cgroup v1 keeps memory and
+    pids in separate hierarchies; v2 has one; none where no cgroup is writable)."""
     network: str | None
     """'direct' (unshare a network namespace, needs root), 'userns' (a user namespace that
     maps this uid to root, then a network namespace: what `unshare -rn` does), or None."""
@@ -90,8 +91,8 @@ def confine(spec: Confinement | dict[str, Any], *, address_space_base: int = 0) 
     server's preloaded modules already mapped (torch maps gigabytes of address space it
     never touches), and those mappings are not the job's to pay for.
     """
-    if spec["cgroup_procs"]:
-        with open(spec["cgroup_procs"], "w") as fh:
+    for procs in spec["cgroup_procs"]:
+        with open(procs, "w") as fh:
             fh.write(str(os.getpid()))
     if spec["network"]:
         unshare_network(spec["network"])

@@ -132,7 +132,7 @@ def test_the_cgroup_probe_matches_what_a_job_gets_and_leaves_nothing_behind() ->
     before = {p for root in CGROUP_ROOTS if root.is_dir() for p in root.glob("sandlab-*")}
     job = JobCgroup(Policy())
     try:
-        assert cgroup_limits() == (job.path is not None, job.v2)
+        assert cgroup_limits() == (job.path is not None, job.limits_pids)
     finally:
         job.remove()
     assert {p for root in CGROUP_ROOTS if root.is_dir() for p in root.glob("sandlab-*")} == before

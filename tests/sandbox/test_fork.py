@@ -262,7 +262,7 @@ def test_a_job_the_server_cannot_confine_never_runs_and_is_an_infra_error(tmp_pa
                 tmp_path,
                 {},
                 {
-                    "cgroup_procs": str(tmp_path / "no-such-cgroup" / "cgroup.procs"),
+                    "cgroup_procs": [str(tmp_path / "no-such-cgroup" / "cgroup.procs")],
                     "network": None,
                     "rlimits": [],
                     "user": None,

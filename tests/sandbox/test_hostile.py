@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from sandbox.backends.local import LocalSandbox
+from sandbox.backends.local_isolation import cgroup_limits
 from sandbox.base import Job
 from sandbox.policy import Policy, load_policy
 from sandbox.results import AttemptResult, Status
@@ -98,6 +99,30 @@ def test_fork_bomb_is_contained_and_the_engine_stays_healthy(docker_sandbox: Any
     assert docker_client.ping()
     after = run(docker_sandbox, "print('alive')")
     assert after.status is Status.ok and after.stdout == "alive\n"
+
+
+FORK_COUNT = """
+import os, time
+forked = 0
+for _ in range(100):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    forked += 1
+print(forked)
+"""
+
+
+def test_the_pids_cap_bounds_how_many_processes_a_job_can_fork(sandbox: Any) -> None:
+    if isinstance(sandbox, LocalSandbox) and not cgroup_limits()[1]:
+        pytest.skip("no writable pids cgroup for the local backend on this host (it names the gap)")
+    result = run(sandbox, FORK_COUNT, load_policy("default").with_overrides(pids=32, timeout="20s"))
+    assert result.status is Status.ok, result.stderr[-2000:]
+    assert 0 < int(result.stdout) < 32  # the sleeping children are reaped with the job
 
 
 def test_memory_bomb_under_the_default_policy_is_oom(sandbox: Any) -> None:
