@@ -144,13 +144,15 @@ class RunStore:
 
     @staticmethod
     def list_runs(runs_dir: Path) -> list[RunState]:
-        """Every run in the folder, oldest first."""
+        """Every run in the folder, oldest first, each under its folder's name: the id every
+        command takes, even where run.json says otherwise (a copied or renamed folder)."""
         states = []
         for path in sorted(runs_dir.glob("*/run.json")):
             try:
-                states.append(RunState.model_validate_json(path.read_text()))
+                state = RunState.model_validate_json(path.read_text())
             except ValueError:
                 continue
+            states.append(state.model_copy(update={"run_id": path.parent.name}))
         return states
 
     def load_state(self) -> RunState:

@@ -83,3 +83,11 @@ def test_a_runs_dir_that_cannot_be_made_is_one_error_naming_the_flag(tmp_path: P
     (tmp_path / "file").write_text("")
     with pytest.raises(BadInputError, match="--runs-dir"):
         RunStore.create(tmp_path / "file" / "runs", RunConfig(budget_s=60), "r1")
+
+
+def test_runs_are_listed_under_their_folders_names_the_id_commands_take(tmp_path: Path) -> None:
+    RunStore.create(tmp_path, RunConfig(budget_s=60, seeds=[0, 1]), "original")
+    (tmp_path / "original").rename(tmp_path / "copy")
+    (listed,) = RunStore.list_runs(tmp_path)
+    assert listed.run_id == "copy"
+    assert RunStore.open(tmp_path, listed.run_id).load_state().run_id == "original"  # the file is left as it was
