@@ -391,6 +391,17 @@ class SealedSelectionAgent(AdversarialAgent):
 
 
 
+# Pins every RNG it can reach (at import, before the model is built) and ignores the sampler's
+# generator: one model trained n times, were the data order not shuffled by the seed in trusted code.
+PINNED_SAMPLER = """import torch
+torch.manual_seed(0)
+
+
+def order(labels, epoch, generator):
+    return torch.randperm(len(labels), generator=torch.Generator().manual_seed(epoch))
+"""
+
+
 def _weak_baseline_task(tmp_path: Path) -> Path:
     """The digits task with a 2-epoch default and no step floor, so an honest better arm exists."""
     import shutil
@@ -440,3 +451,22 @@ def test_validation_memorising_and_stack_walking_modules_gain_nothing(tmp_path: 
     assert any((store.attempt_dir(r.number) / "outputs/out/memorise_found.json").is_file() for r in records)
     assert any((store.attempt_dir(r.number) / "outputs/out/stack_found.json").is_file() for r in records)
     assert_no_sealed_labels_under(store.attempts_dir, store.root / "data")
+
+
+def test_a_module_that_pins_every_rng_still_trains_each_seed_on_its_own_data_order(
+    tmp_path: Path, docker_client: Any
+) -> None:
+    config = RunConfig(task=str(_weak_baseline_task(tmp_path)), budget_s=900, seeds=[0, 1, 2], report_reserve_s=60)
+    store, state = RunStore.create(tmp_path / "runs", config, "pinned")
+    sandbox = DockerSandbox(pool_size=1)
+    lines: list[str] = []
+    try:
+        final = build_loop(store, state, sandbox, lines.append, agent=AdversarialAgent({"pinned": ("sampler", PINNED_SAMPLER)})).run()
+    finally:
+        sandbox.close()
+    assert final.status == "finished", lines[-20:]
+    evals = [r for r in store.attempts() if r.kind == "eval" and r.arm == "novelty:pinned"]
+    assert len(evals) == 3 and all(r.status == "ok" for r in evals)
+    assert len({r.predictions_digest for r in evals}) == 3  # three models, not one
+    pinned = json.loads((store.root / "aggregates.json").read_text())["arms"]["novelty:pinned"]
+    assert pinned["repeated_seeds"] == {} and pinned["validation"]["n"] == 3 and pinned["validation"]["std"] > 0

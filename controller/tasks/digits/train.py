@@ -77,6 +77,12 @@ def run(config: dict[str, Any], reporter: Any) -> None:
 
     train = np.load(f"{mounted(config['data_dir'])}/train.npz")
     x_fit, x_hold, y_fit, y_hold = holdout_split(train["x"], train["y"], float(config.get("holdout_fraction", 0.1)))
+    # The seed reaches the data order here, before any generated module is imported: the rows
+    # the sampler's indices point at are shuffled by a generator of this file's own. A module
+    # that re-seeds torch (or ignores the sampler's generator) still trains each seed on its own
+    # batches, rather than training one model n times and faking a spread of zero.
+    rows = np.random.default_rng([seed, 0x5EED]).permutation(len(y_fit))
+    x_fit, y_fit = x_fit[rows], y_fit[rows]
     x_train, y_train = to_float(x_fit), torch.from_numpy(y_fit)
     x_hold, y_hold = to_float(x_hold).to(device), torch.from_numpy(y_hold).to(device)
 
