@@ -49,8 +49,8 @@ TWIN_MIN_ERRORS = 10
 """Below this many errors, honest seeds may make the very same few mistakes."""
 
 
-def twins(a: AttemptRecord, b: AttemptRecord) -> bool:
-    """Whether two seeds' validation jobs predicted exactly alike, with enough errors to say so.
+def _fingerprint(record: AttemptRecord) -> str | None:
+    """The digest two seeds must share to be one model; None where that could be honest.
 
     Honest seeds differ in initialisation and data order, so they miss partly different
     samples; a module that re-seeds torch (or swaps its generator) trains the same model for
@@ -59,28 +59,28 @@ def twins(a: AttemptRecord, b: AttemptRecord) -> bool:
     looser match would throw out honest seeds. Near-perfect models (under TWIN_MIN_ERRORS
     errors) may honestly predict alike; records from before `wrong_indices` compare digests.
     """
-    if a.predictions_digest is None or a.predictions_digest != b.predictions_digest:
-        return False
-    return a.wrong_indices is None or len(a.wrong_indices) >= TWIN_MIN_ERRORS
+    if record.wrong_indices is not None and len(record.wrong_indices) < TWIN_MIN_ERRORS:
+        return None
+    return record.predictions_digest
 
 
 def repeated_seeds(records: Mapping[int, AttemptRecord]) -> dict[int, int]:
-    """Seeds that are `twins` of an earlier counted seed -> that earlier seed.
+    """Seeds that predict exactly as an earlier counted seed does -> that earlier seed.
 
     An arm whose seeds are one model has one draw of its mean, not n, yet a spread near zero
     that wins a Welch test far more often than alpha. Repeats count once, and the arm then
     lacks seeds to be selected or supported.
     """
-    kept: list[tuple[int, AttemptRecord]] = []
+    first: dict[str, int] = {}
     repeated: dict[int, int] = {}
     for seed, record in sorted(records.items()):
-        if record.host_score is None or record.suspect:
+        digest = _fingerprint(record)
+        if digest is None or record.host_score is None or record.suspect:
             continue
-        twin = next((earlier for earlier, other in kept if twins(record, other)), None)
-        if twin is None:
-            kept.append((seed, record))
+        if digest in first:
+            repeated[seed] = first[digest]
         else:
-            repeated[seed] = twin
+            first[digest] = seed
     return repeated
 
 
