@@ -176,11 +176,9 @@ class JobCgroup:
 
 def _pids_v1(name: str, pids: int) -> Path | None:
     """A v1 pids cgroup capped at `pids`, or None where the hierarchy is absent or not writable."""
-    if not (PIDS_V1_ROOT / "pids.max").exists() and not (PIDS_V1_ROOT / "cgroup.procs").exists():
-        return None
     path = PIDS_V1_ROOT / name
     try:
-        path.mkdir()
+        path.mkdir()  # fails where the hierarchy is absent (v2 hosts) or not ours to write
     except OSError:
         return None
     try:
